@@ -1,0 +1,3 @@
+from leakcheck.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""The command line: parse, call the engine, render, map to an exit status.
+
+Commands are registered from modules listed in COMMANDS; each module has
+`register(subparsers)` which sets `func(args) -> int` on its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from leakcheck import __version__
+from leakcheck.errors import ExitCode, LeakcheckError
+
+COMMANDS = (
+    "leakcheck.commands.run",
+    "leakcheck.commands.probes",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors, which is our USAGE code too."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="leakcheck", description="Find traffic that escapes the VPN tunnel.")
+    parser.add_argument("--version", action="version", version=f"leakcheck {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (repeatable)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMANDS:
+        importlib.import_module(module_name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="leakcheck: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return ExitCode.USAGE
+    try:
+        return int(args.func(args))
+    except LeakcheckError as exc:
+        print(f"leakcheck: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,309 @@
+"""The network state: everything the probes reason about, read once per run.
+
+`NetState` is a frozen snapshot (links, addresses, routes of every table,
+policy rules, xfrm policies/states, resolvers, forwarding sysctls, WireGuard
+facts). Probes get it through the probe context and never read the OS
+themselves. `read_linux()` builds it from netlink (pyroute2) and a few files;
+other platforms get their own reader behind the same model.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Iterable, Union
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+log = logging.getLogger(__name__)
+
+MAIN_TABLE = 254
+LOCAL_TABLE = 255
+
+ROUTE_PROTOCOLS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated",
+                   9: "ra", 10: "mrt", 11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp",
+                   15: "ntk", 16: "dhcp", 42: "babel", 186: "bgp", 187: "isis", 188: "ospf",
+                   189: "rip", 192: "eigrp"}
+ROUTE_TYPES = {0: "unspec", 1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+               6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
+RULE_ACTIONS = {1: "lookup", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
+TABLE_NAMES = {MAIN_TABLE: "main", LOCAL_TABLE: "local", 253: "default"}
+FIB_RULE_INVERT = 0x2
+
+
+def table_name(table: int) -> str:
+    return TABLE_NAMES.get(table, str(table))
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    kind: str | None  # netlink link kind: wireguard, tun, veth, bridge, ppp, xfrm, vti...
+    admin_up: bool
+    oper_state: str  # UP, DOWN, UNKNOWN, LOWERLAYERDOWN...
+    master: int | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Administratively up and not reported down by its driver."""
+        return self.admin_up and self.oper_state not in ("DOWN", "LOWERLAYERDOWN", "NOTPRESENT")
+
+
+@dataclass(frozen=True)
+class Address:
+    ifindex: int
+    ifname: str
+    address: IPAddress
+    prefixlen: int
+    scope: int  # 0 universe, 253 link, 254 host
+
+    @property
+    def network(self) -> IPNetwork:
+        return ipaddress.ip_network(f"{self.address}/{self.prefixlen}", strict=False)
+
+
+@dataclass(frozen=True)
+class Nexthop:
+    ifindex: int | None
+    ifname: str | None
+    gateway: str | None
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: IPNetwork
+    table: int
+    type: str  # unicast, local, blackhole, unreachable, prohibit, throw...
+    protocol: str  # kernel, boot, static, dhcp, ra...
+    scope: int
+    nexthops: tuple[Nexthop, ...]
+    metric: int = 0
+    prefsrc: str | None = None
+
+    @property
+    def family(self) -> int:
+        return self.dst.version
+
+    @property
+    def ifnames(self) -> tuple[str, ...]:
+        return tuple(n.ifname for n in self.nexthops if n.ifname)
+
+    @property
+    def is_default(self) -> bool:
+        return self.dst.prefixlen == 0
+
+    def describe(self) -> str:
+        """`ip route`-like one-liner, for evidence and the terminal."""
+        parts = [self.type] if self.type != "unicast" else []
+        parts.append("default" if self.is_default else str(self.dst))
+        for hop in self.nexthops:
+            if hop.gateway:
+                parts += ["via", hop.gateway]
+            if hop.ifname:
+                parts += ["dev", hop.ifname]
+        if self.table != MAIN_TABLE:
+            parts += ["table", table_name(self.table)]
+        parts += ["proto", self.protocol]
+        if self.metric:
+            parts += ["metric", str(self.metric)]
+        return " ".join(parts)
+
+    def evidence(self) -> dict[str, object]:
+        return {"route": self.describe(), "prefix": str(self.dst), "table": table_name(self.table),
+                "protocol": self.protocol, "interfaces": list(self.ifnames),
+                "gateways": [n.gateway for n in self.nexthops if n.gateway]}
+
+
+@dataclass(frozen=True)
+class Rule:
+    family: int  # 4 or 6
+    priority: int
+    action: str  # lookup, goto, nop, blackhole, unreachable, prohibit
+    table: int
+    invert: bool = False
+    src: IPNetwork | None = None
+    dst: IPNetwork | None = None
+    iif: str | None = None
+    oif: str | None = None
+    fwmark: int | None = None
+    fwmask: int | None = None
+    uid_range: tuple[int, int] | None = None
+    suppress_prefixlen: int | None = None
+    ipproto: int | None = None
+    dport_range: tuple[int, int] | None = None
+    goto: int | None = None
+
+    def describe(self) -> str:
+        """`ip rule`-like one-liner."""
+        parts = [f"{self.priority}:"]
+        if self.invert:
+            parts.append("not")
+        parts += ["from", str(self.src) if self.src else "all"]
+        if self.dst:
+            parts += ["to", str(self.dst)]
+        if self.fwmark is not None:
+            mark = hex(self.fwmark)
+            if self.fwmask not in (None, 0xFFFFFFFF):
+                mark += f"/{self.fwmask:#x}"
+            parts += ["fwmark", mark]
+        if self.iif:
+            parts += ["iif", self.iif]
+        if self.oif:
+            parts += ["oif", self.oif]
+        if self.uid_range:
+            parts += ["uidrange", f"{self.uid_range[0]}-{self.uid_range[1]}"]
+        if self.ipproto is not None:
+            parts += ["ipproto", str(self.ipproto)]
+        if self.dport_range:
+            parts += ["dport", f"{self.dport_range[0]}-{self.dport_range[1]}"]
+        if self.action == "lookup":
+            parts += ["lookup", table_name(self.table)]
+        elif self.action == "goto":
+            parts += ["goto", str(self.goto)]
+        else:
+            parts.append(self.action)
+        if self.suppress_prefixlen is not None:
+            parts += ["suppress_prefixlength", str(self.suppress_prefixlen)]
+        return " ".join(parts)
+
+    def matches(self, *, dst: IPAddress, src: IPAddress | None = None, iif: str | None = None,
+                oif: str | None = None, mark: int = 0, uid: int = 0, ipproto: int | None = None,
+                dport: int | None = None) -> bool:
+        """Whether the rule's selectors match a lookup (used for evidence only:
+        the kernel's own lookup decides the egress)."""
+        hit = self._selectors_match(dst, src, iif or "lo", oif, mark, uid, ipproto, dport)
+        return hit != self.invert
+
+    def _selectors_match(self, dst: IPAddress, src: IPAddress | None, iif: str, oif: str | None,
+                         mark: int, uid: int, ipproto: int | None, dport: int | None) -> bool:
+        if self.dst is not None and dst not in self.dst:
+            return False
+        if self.src is not None and (src is None or src not in self.src):
+            return False
+        if self.iif is not None and self.iif != iif:
+            return False
+        if self.oif is not None and self.oif != oif:
+            return False
+        if self.fwmark is not None and (mark & (self.fwmask or 0xFFFFFFFF)) != self.fwmark:
+            return False
+        if self.uid_range is not None and not self.uid_range[0] <= uid <= self.uid_range[1]:
+            return False
+        if self.ipproto is not None and self.ipproto != ipproto:
+            return False
+        if self.dport_range is not None and (dport is None or
+                                             not self.dport_range[0] <= dport <= self.dport_range[1]):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class XfrmTemplate:
+    src: str
+    dst: str
+    proto: str  # esp, ah, comp
+    mode: str  # tunnel, transport, beet
+
+
+@dataclass(frozen=True)
+class XfrmPolicy:
+    direction: str  # out, in, fwd
+    src: IPNetwork
+    dst: IPNetwork
+    priority: int
+    action: str  # allow, block
+    templates: tuple[XfrmTemplate, ...] = ()
+    ipproto: str | None = None
+
+    @property
+    def protects(self) -> bool:
+        """Matching packets are encapsulated (a tunnel-mode template)."""
+        return self.action == "allow" and any(t.mode == "tunnel" for t in self.templates)
+
+    def describe(self) -> str:
+        text = f"src {self.src} dst {self.dst} dir {self.direction} priority {self.priority}"
+        if self.action == "block":
+            text += " action block"
+        for tmpl in self.templates:
+            text += f" tmpl src {tmpl.src} dst {tmpl.dst} proto {tmpl.proto} mode {tmpl.mode}"
+        return text
+
+
+@dataclass(frozen=True)
+class XfrmState:
+    src: str
+    dst: str
+    proto: str
+    spi: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class Resolver:
+    address: IPAddress
+    source: str  # "resolv.conf" or "systemd-resolved"
+    link: str | None = None  # per-link resolver (systemd-resolved)
+    domains: tuple[str, ...] = ()
+    default_route: bool | None = None  # systemd-resolved DefaultRoute flag of the link
+
+    @property
+    def takes_any_query(self) -> bool:
+        """Per-link resolvers receive queries for any name with `~.` or DefaultRoute."""
+        return self.link is None or "~." in self.domains or bool(self.default_route)
+
+
+@dataclass(frozen=True)
+class WireGuardInfo:
+    ifname: str
+    fwmark: int | None
+    endpoints: tuple[str, ...]  # peer endpoint IP addresses
+    allowed_ips: tuple[str, ...]
+    latest_handshake: int | None  # unix time of the newest handshake, None = never
+
+
+@dataclass(frozen=True)
+class NetState:
+    links: tuple[Link, ...] = ()
+    addresses: tuple[Address, ...] = ()
+    routes: tuple[Route, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    xfrm_policies: tuple[XfrmPolicy, ...] = ()
+    xfrm_states: tuple[XfrmState, ...] = ()
+    resolvers: tuple[Resolver, ...] = ()
+    sysctls: dict[str, str] = field(default_factory=dict)
+    wireguard: tuple[WireGuardInfo, ...] = ()
+    stub_resolver: str | None = None  # e.g. "systemd-resolved" when resolv.conf points at it
+    notes: tuple[str, ...] = ()  # what could not be read, and why
+
+    def link(self, name_or_index: str | int | None) -> Link | None:
+        for link in self.links:
+            if link.name == name_or_index or link.index == name_or_index:
+                return link
+        return None
+
+    def ifname(self, index: int | None) -> str | None:
+        link = self.link(index) if index is not None else None
+        return link.name if link else None
+
+    def addresses_of(self, ifname: str, family: int | None = None) -> list[Address]:
+        return [a for a in self.addresses
+                if a.ifname == ifname and (family is None or a.address.version == family)]
+
+    def routes_in(self, tables: Iterable[int] | None = None, family: int | None = None) -> list[Route]:
+        wanted = set(tables) if tables is not None else None
+        return [r for r in self.routes
+                if (wanted is None or r.table in wanted) and (family is None or r.family == family)]
+
+    def rules_for(self, family: int) -> list[Rule]:
+        return sorted((r for r in self.rules if r.family == family), key=lambda r: r.priority)
+
+    def out_policies(self, family: int | None = None) -> list[XfrmPolicy]:
+        return sorted((p for p in self.xfrm_policies if p.direction == "out"
+                       and (family is None or p.dst.version == family)), key=lambda p: p.priority)
+
+
+def family_number(version: int) -> int:
+    return socket.AF_INET if version == 4 else socket.AF_INET6

@@ -1,0 +1,105 @@
+"""The probe contract: what a probe declares and what it is given.
+
+A probe is a small class in its own module under `probes/`:
+
+    class DnsProbe(Probe):
+        \"\"\"Docstring: the probe's manual, shown by `leakcheck probes`.\"\"\"
+        name = "dns"
+        leak_class = "DNS queries reaching a resolver outside the tunnel"
+        finding_ids = ("dns.resolver-outside-tunnel",)
+
+        def run(self, ctx: ProbeContext) -> list[Finding]: ...
+
+It reads the shared `ctx.state` / `ctx.oracle` (never the OS directly),
+returns findings, or raises `ProbeSkipped(reason)` when it cannot run here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from leakcheck.config import Config
+from leakcheck.errors import ProbeSkipped
+from leakcheck.netstate import NetState
+from leakcheck.oracle import Oracle
+from leakcheck.report import Effect, Finding, Severity
+from leakcheck.tunnel import Tunnel
+
+PROBE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+__all__ = ["Probe", "ProbeContext", "ProbeSkipped", "Finding", "Severity", "Effect", "validate_probe"]
+
+
+@dataclass
+class ProbeContext:
+    """Everything a probe may use. Built once per run, shared by all probes."""
+
+    config: Config
+    state: NetState
+    tunnel: Tunnel
+    oracle: Oracle
+    is_root: bool
+    disruptive: bool = False
+    trigger: str = "manual"
+
+    @property
+    def allowed_direct(self) -> list[Any]:
+        import ipaddress
+        return [ipaddress.ip_network(p) for p in self.config.get("policy", "allowed_direct")]
+
+    def is_allowed_direct(self, addr: Any) -> Any:
+        """The managed exception covering `addr` (an address or prefix), or None."""
+        import ipaddress
+        for net in self.allowed_direct:
+            if isinstance(addr, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+                if addr.version == net.version and addr.subnet_of(net):  # type: ignore[arg-type]
+                    return net
+            elif addr.version == net.version and addr in net:
+                return net
+        return None
+
+
+class Probe:
+    """Base class of every probe. Subclasses set the class attributes and `run`."""
+
+    name: ClassVar[str] = ""
+    leak_class: ClassVar[str] = ""
+    finding_ids: ClassVar[tuple[str, ...]] = ()
+    needs_root: ClassVar[bool] = False  # without root the probe is skipped, with this reason
+    disruptive: ClassVar[bool] = False  # changes routes/firewall: runs only when enabled
+    timeout_s: ClassVar[float] = 10.0
+
+    def run(self, ctx: ProbeContext) -> list[Finding]:
+        raise NotImplementedError
+
+    def finding(self, finding_id: str, severity: Severity, summary: str, evidence: dict[str, Any],
+                recommendation: str, guidance: str, effect: Effect = Effect.LEAK) -> Finding:
+        """Build a finding, checking the id is one this probe declared."""
+        if finding_id not in self.finding_ids:
+            raise ValueError(f"probe {self.name} did not declare finding id {finding_id}")
+        return Finding(id=finding_id, severity=severity, summary=summary, evidence=evidence,
+                       recommendation=recommendation, guidance=guidance, effect=effect)
+
+    @classmethod
+    def manual(cls) -> str:
+        return (cls.__doc__ or "").strip()
+
+
+def validate_probe(cls: type) -> None:
+    """Checked when a probe is loaded: complete metadata, ids under its own name."""
+    if not (isinstance(cls, type) and issubclass(cls, Probe)):
+        raise TypeError(f"{cls!r} is not a leakcheck.probe.Probe subclass")
+    if not PROBE_NAME.match(cls.name or ""):
+        raise TypeError(f"{cls.__qualname__}: name {cls.name!r} must be lower-case kebab")
+    if not cls.leak_class:
+        raise TypeError(f"probe {cls.name}: leak_class is empty")
+    if not cls.manual():
+        raise TypeError(f"probe {cls.name}: a docstring (its manual) is required")
+    if not cls.finding_ids:
+        raise TypeError(f"probe {cls.name}: finding_ids is empty")
+    for fid in cls.finding_ids:
+        if not fid.startswith(cls.name + "."):
+            raise TypeError(f"probe {cls.name}: finding id {fid!r} must start with {cls.name!r}.")
+        Finding(id=fid, severity=Severity.INFO, summary="", evidence={}, recommendation="", guidance="")

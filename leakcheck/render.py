@@ -1,0 +1,105 @@
+"""Terminal rendering for a helpdesk technician: plain words, 80 columns,
+no colour needed. The verdict first, one line per probe, then each finding
+with what to fix and the evidence that shows it."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any
+
+from leakcheck.report import Report, Status, Verdict
+
+WIDTH = 80
+VERDICT_LINES = {
+    Verdict.PASS: "PASS - no traffic escapes the VPN tunnel.",
+    Verdict.WARN: "WARN - no leak found, but something needs attention (see below).",
+    Verdict.LEAK: "LEAK - traffic escapes the VPN tunnel. Fix the findings below.",
+    Verdict.ERROR: "ERROR - some checks could not complete; the result is incomplete.",
+}
+# Evidence keys worth a technician's eye, in the order they are shown.
+EVIDENCE_KEYS = ("resolver", "link", "destination", "interface", "gateway", "route", "rule",
+                 "xfrm_policy", "prefixes", "public_share", "addresses", "covering_route",
+                 "endpoint", "path", "reason")
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report.to_dict(), indent=2, sort_keys=False)
+
+
+def render_text(report: Report) -> str:
+    lines = [_header(report), _tunnel_line(report), "", "VERDICT: " + VERDICT_LINES[report.verdict], ""]
+    lines += [_probe_line(p) for p in report.probes]
+    numbered = [(p, f) for p in report.probes for f in p.findings if p.status is not Status.SKIP]
+    if numbered:
+        lines += ["", "Findings:"]
+        for n, (probe, finding) in enumerate(numbered, 1):
+            lines += _finding_block(n, finding)
+    return "\n".join(lines) + "\n"
+
+
+def _header(report: Report) -> str:
+    when = report.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"leakcheck {report.agent_version} on {report.device.get('hostname', '?')}, {when}"
+
+
+def _tunnel_line(report: Report) -> str:
+    tunnel = report.tunnel
+    if tunnel.state == "absent":
+        return "Tunnel: none found - this machine is not connected to a VPN."
+    where = ", ".join(tunnel.interfaces) if tunnel.interfaces else "policy-based, no interface"
+    return f"Tunnel: {tunnel.kind} ({where}), {tunnel.state}"
+
+
+def _probe_line(probe: Any) -> str:
+    status = probe.status.value.upper()
+    if probe.status is Status.SKIP:
+        note = probe.findings[0].evidence.get("reason", "") if probe.findings else ""
+        detail = f"skipped: {note}"
+    elif probe.status is Status.ERROR:
+        detail = f"could not complete: {probe.error}"
+    elif probe.findings:
+        counted = len(probe.findings)
+        detail = f"{counted} finding{'s' if counted > 1 else ''}"
+    else:
+        detail = "ok"
+    line = f"  {status:<5} {probe.probe:<10} {detail}"
+    return _clip(line)
+
+
+def _finding_block(n: int, finding: Any) -> list[str]:
+    head = f"{n:>2}. [{finding.severity.value}] {finding.id}"
+    out = ["", head]
+    out += _wrap(finding.summary, "    ")
+    if finding.recommendation:
+        out += _wrap("Fix: " + finding.recommendation, "    ", "         ")
+    facts = _evidence_facts(finding.evidence)
+    if facts:
+        out.append("    Evidence:")
+        for key, value in facts:
+            out += _wrap(f"{key}: {value}", "      ", "        ")
+    return out
+
+
+def _evidence_facts(evidence: dict[str, Any]) -> list[tuple[str, str]]:
+    facts = []
+    for key in EVIDENCE_KEYS:
+        value = evidence.get(key)
+        if value in (None, "", [], {}):
+            continue
+        if isinstance(value, list):
+            shown = ", ".join(str(v) for v in value[:6])
+            if len(value) > 6:
+                shown += f" (+{len(value) - 6} more)"
+            value = shown
+        facts.append((key.replace("_", " "), str(value)))
+    return facts
+
+
+def _wrap(text: str, first: str, rest: str | None = None) -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=rest or first,
+                         break_on_hyphens=False) or [first.rstrip()]
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= WIDTH else line[: WIDTH - 3] + "..."

@@ -1,0 +1,104 @@
+"""Which interfaces are the VPN tunnel, and what kind of tunnel it is.
+
+Interface tunnels are recognised by netlink kind (wireguard, tun, ppp, xfrm,
+vti...), by the WireGuard UAPI socket of userspace implementations, and by
+common vendor names; policy-based IPsec by xfrm out-policies with a
+tunnel-mode template. `[tunnel] interfaces` in the config overrides all of it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+from leakcheck.config import Config
+from leakcheck.netstate import Link, NetState
+from leakcheck.report import TunnelSummary
+
+TUNNEL_KINDS = {"wireguard": "wireguard", "tun": "tun", "ppp": "ppp", "xfrm": "ipsec", "vti": "ipsec",
+                "vti6": "ipsec", "ipip": "other", "gre": "other", "ip6tnl": "other", "sit": "other"}
+# Vendor clients with recognisable interface names (kind alone says only "tun").
+NAME_KINDS = (("wg*", "wireguard"), ("nordlynx", "wireguard"), ("mullvad*", "wireguard"),
+              ("proton*", "wireguard"), ("tailscale*", "wireguard"), ("utun*", "tun"), ("tun*", "tun"),
+              ("tap*", "tun"), ("cscotun*", "tun"), ("gpd*", "tun"), ("vpn*", "tun"), ("ppp*", "ppp"),
+              ("ipsec*", "ipsec"), ("xfrm*", "ipsec"), ("vti*", "ipsec"))
+# Link kinds that are never a tunnel even when a name glob would say so.
+NOT_TUNNEL_KINDS = {"veth", "bridge", "bond", "vlan", "macvlan", "dummy"}
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    state: str  # up | down | absent
+    kind: str  # wireguard | ipsec | tun | ppp | other | none
+    interfaces: tuple[str, ...]
+    policy_ipsec: bool = False  # xfrm tunnel-mode out-policies are installed
+
+    def summary(self) -> TunnelSummary:
+        return TunnelSummary(state=self.state, kind=self.kind, interfaces=list(self.interfaces))
+
+    @property
+    def up(self) -> bool:
+        return self.state == "up"
+
+    def is_tunnel_interface(self, name: str | None) -> bool:
+        return name is not None and name in self.interfaces
+
+
+def link_kind(link: Link, state: NetState) -> str | None:
+    """The tunnel kind of one link, or None if it is not a tunnel."""
+    if link.kind in NOT_TUNNEL_KINDS or link.name == "lo":
+        return None
+    if any(wg.ifname == link.name for wg in state.wireguard):
+        return "wireguard"
+    if link.kind in TUNNEL_KINDS and link.kind != "tun":
+        return TUNNEL_KINDS[link.kind]
+    for pattern, kind in NAME_KINDS:
+        if fnmatch.fnmatchcase(link.name, pattern):
+            return kind
+    return "tun" if link.kind == "tun" else None
+
+
+def detect(state: NetState, config: Config) -> Tunnel:
+    configured = config.get("tunnel", "interfaces")
+    if configured:
+        links = [l for l in state.links if config.tunnel_interface_matches(l.name)]
+        kinds = {l.name: (link_kind(l, state) or "other") for l in links}
+    else:
+        kinds = {}
+        links = []
+        for link in state.links:
+            kind = link_kind(link, state)
+            if kind:
+                kinds[link.name] = kind
+                links.append(link)
+    policy_ipsec = any(p.protects for p in state.out_policies())
+    if links:
+        up = [l for l in links if l.usable and state.addresses_of(l.name)]
+        shown = up or links
+        kind = _dominant({kinds[l.name] for l in shown})
+        return Tunnel(state="up" if up else "down", kind=kind,
+                      interfaces=tuple(l.name for l in shown), policy_ipsec=policy_ipsec)
+    if policy_ipsec:
+        # The kernel enforces the policies whether or not SAs are negotiated yet:
+        # uncovered traffic is held back, so the tunnel is in force.
+        return Tunnel(state="up", kind="ipsec", interfaces=(), policy_ipsec=True)
+    return Tunnel(state="absent", kind="none", interfaces=())
+
+
+def _dominant(kinds: set[str]) -> str:
+    for kind in ("wireguard", "ipsec", "tun", "ppp", "other"):
+        if kind in kinds:
+            return kind
+    return "other"
+
+
+def vpn_endpoints(state: NetState) -> set[str]:
+    """Addresses of the VPN servers: WireGuard peers and IPsec tunnel peers."""
+    endpoints = {ep for wg in state.wireguard for ep in wg.endpoints}
+    endpoints |= {t.dst for p in state.out_policies() if p.protects for t in p.templates if t.dst}
+    return endpoints
+
+
+def vpn_marks(state: NetState) -> set[int]:
+    """Firewall marks the VPN puts on its own packets (wg-quick's fwmark)."""
+    return {wg.fwmark for wg in state.wireguard if wg.fwmark}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up a working copy on Debian/Ubuntu, as root: the Debian packages
+# leakcheck uses at run time (and, with --test, those the lab and the
+# collector tests need), then a virtual environment in .venv with leakcheck
+# installed in editable mode. Safe to run again: it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runtime=(python3 python3-venv python3-dev build-essential iproute2 nftables wireguard-tools)
+lab=(wireguard-go tcpdump postgresql)
+packages=("${runtime[@]}")
+[ "${1:-}" = "--test" ] && packages+=("${lab[@]}")
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"
