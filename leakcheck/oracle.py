@@ -193,9 +193,12 @@ class Oracle:
         """The first rule that matches the lookup and points at the answer's table
         (evidence: the kernel does not say which rule it used)."""
         iif = self.state.ifname(query.iif) if query.iif is not None else None
+        prefixlen = int(answer.prefix.rsplit("/", 1)[1]) if answer.prefix else 0
         for rule in self.state.rules_for(query.dst.version):
             if rule.action != "lookup" or rule.table != answer.table:
                 continue
+            if rule.suppress_prefixlen is not None and prefixlen <= rule.suppress_prefixlen:
+                continue  # this rule rejects such broad routes; a later one decided
             if rule.matches(dst=query.dst, src=query.src, iif=iif, mark=query.mark or 0,
                             uid=query.uid or 0, ipproto=query.ipproto, dport=query.dport):
                 return rule

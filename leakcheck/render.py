@@ -8,7 +8,7 @@ import json
 import textwrap
 from typing import Any
 
-from leakcheck.report import Report, Status, Verdict
+from leakcheck.report import Effect, Report, Status, Verdict
 
 WIDTH = 80
 VERDICT_LINES = {
@@ -30,11 +30,17 @@ def render_json(report: Report) -> str:
 def render_text(report: Report) -> str:
     lines = [_header(report), _tunnel_line(report), "", "VERDICT: " + VERDICT_LINES[report.verdict], ""]
     lines += [_probe_line(p) for p in report.probes]
-    numbered = [(p, f) for p in report.probes for f in p.findings if p.status is not Status.SKIP]
-    if numbered:
+    shown = [f for p in report.probes if p.status is not Status.SKIP for f in p.findings]
+    problems = [f for f in shown if f.effect is not Effect.INFO]
+    notes = [f for f in shown if f.effect is Effect.INFO]
+    if problems:
         lines += ["", "Findings:"]
-        for n, (probe, finding) in enumerate(numbered, 1):
+        for n, finding in enumerate(problems, 1):
             lines += _finding_block(n, finding)
+    if notes:
+        lines += ["", "Notes (no action needed):"]
+        for finding in notes:
+            lines += [""] + _wrap(f"- {finding.id}: {finding.summary}", "  ", "    ")
     return "\n".join(lines) + "\n"
 
 
@@ -51,20 +57,20 @@ def _tunnel_line(report: Report) -> str:
     return f"Tunnel: {tunnel.kind} ({where}), {tunnel.state}"
 
 
-def _probe_line(probe: Any) -> str:
+def _probe_line(probe: Any) -> str:  # may wrap onto more lines
     status = probe.status.value.upper()
     if probe.status is Status.SKIP:
         note = probe.findings[0].evidence.get("reason", "") if probe.findings else ""
         detail = f"skipped: {note}"
     elif probe.status is Status.ERROR:
         detail = f"could not complete: {probe.error}"
-    elif probe.findings:
-        counted = len(probe.findings)
-        detail = f"{counted} finding{'s' if counted > 1 else ''}"
     else:
-        detail = "ok"
-    line = f"  {status:<5} {probe.probe:<10} {detail}"
-    return _clip(line)
+        problems = sum(1 for f in probe.findings if f.effect is not Effect.INFO)
+        notes = len(probe.findings) - problems
+        detail = f"{problems} finding{'s' if problems != 1 else ''}" if problems else "ok"
+        if notes:
+            detail += f" ({notes} note{'s' if notes != 1 else ''})"
+    return "\n".join(_wrap(detail, f"  {status:<5} {probe.probe:<10} ", " " * 19))
 
 
 def _finding_block(n: int, finding: Any) -> list[str]:
@@ -100,6 +106,3 @@ def _wrap(text: str, first: str, rest: str | None = None) -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=rest or first,
                          break_on_hyphens=False) or [first.rstrip()]
 
-
-def _clip(line: str) -> str:
-    return line if len(line) <= WIDTH else line[: WIDTH - 3] + "..."

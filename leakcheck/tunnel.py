@@ -102,3 +102,38 @@ def vpn_endpoints(state: NetState) -> set[str]:
 def vpn_marks(state: NetState) -> set[int]:
     """Firewall marks the VPN puts on its own packets (wg-quick's fwmark)."""
     return {wg.fwmark for wg in state.wireguard if wg.fwmark}
+
+
+def tunnel_routes(state: NetState, tunnel: Tunnel, family: int | None = None) -> list:
+    """Unicast routes (any table) whose next hop is a tunnel interface."""
+    return [r for r in state.routes_in(family=family)
+            if r.type == "unicast" and any(tunnel.is_tunnel_interface(n) for n in r.ifnames)]
+
+
+def carries_family(state: NetState, tunnel: Tunnel, family: int) -> bool:
+    """Does the tunnel carry any public address space of this IP family?
+    (A link-local or the tunnel's own ULA route does not count.)"""
+    from leakcheck.addrspace import first_public_address
+
+    if not tunnel.up:
+        return False
+    if any(first_public_address(r.dst) is not None for r in tunnel_routes(state, tunnel, family)):
+        return True
+    return any(p.protects and first_public_address(p.dst) is not None for p in state.out_policies(family))
+
+
+def covering_tunnel_route(state: NetState, tunnel: Tunnel, addr, shorter_than: int):
+    """The most specific tunnel route (or protecting xfrm policy) that covers
+    `addr` with a prefix shorter than `shorter_than`: what the VPN meant to
+    carry. None if the tunnel never meant to carry the address."""
+    best = None
+    for route in tunnel_routes(state, tunnel, addr.version):
+        if addr in route.dst and route.dst.prefixlen < shorter_than:
+            if best is None or route.dst.prefixlen > best.dst.prefixlen:
+                best = route
+    if best is not None:
+        return best
+    for policy in state.out_policies(addr.version):
+        if policy.protects and addr in policy.dst and policy.dst.prefixlen < shorter_than:
+            return policy
+    return None

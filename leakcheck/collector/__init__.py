@@ -1,0 +1,19 @@
+"""The collector: HTTP API + fleet web page over SQLite or PostgreSQL.
+
+Build the app with `create_app(Settings(...))` (leakcheck.collector.app);
+`leakcheck collector serve` runs it under uvicorn. Layout:
+
+- settings.py   validated start-up settings (no module-level globals)
+- contract.py   request models: the report contract (leakcheck.report/1)
+- schema.py     tables and numbered migrations
+- store.py      every SQL statement (routes never hold SQL)
+- security.py   token generation and hashing
+- deps.py       FastAPI dependencies: store, authentication
+- routes/       one router per resource
+
+Report contract extension (additive, optional): a submitted report may carry
+a top-level ``"agent"`` object, ``{"spool_depth": int, "dropped": int,
+"last_upload": RFC 3339 | null, "last_error": str | null}``, the agent's
+self-health. The collector accepts and stores it; every other field is
+validated strictly against `leakcheck.report/1`.
+"""

@@ -1,0 +1,138 @@
+"""Request models: the report contract `leakcheck.report/1`, checked strictly.
+
+Every field of the DESIGN.md contract is required and typed; unknown fields
+are refused (a new shape needs a new `schema` value). The one additive,
+optional field is `agent` (self-health), see the package docstring.
+Identifiers are held to tight patterns; free text (summaries, evidence) is
+accepted as data and only ever bound as SQL parameters.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from leakcheck.report import SCHEMA
+
+RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+
+
+def _parse_time(text: str) -> str:
+    # The pattern admits 2024-13-45; fromisoformat refuses impossible dates.
+    datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return text
+
+
+Time = Annotated[str, StringConstraints(pattern=RFC3339, max_length=40), AfterValidator(_parse_time)]
+Text = Annotated[str, StringConstraints(max_length=4000)]
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=64)]
+FindingId = Annotated[str, StringConstraints(
+    pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*\.[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=128)]
+Uuid = Annotated[str, StringConstraints(
+    pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+Hostname = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
+Interface = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$")]
+Version = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$")]
+
+Status = Literal["pass", "leak", "warn", "skip", "error"]
+Verdict = Literal["pass", "leak", "warn", "error"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DeviceIn(Strict):
+    id: DeviceId
+    hostname: Hostname
+    os: Name
+    os_version: Text
+
+
+class TunnelIn(Strict):
+    state: Literal["up", "down", "absent"]
+    kind: Literal["wireguard", "ipsec", "tun", "ppp", "other", "none"]
+    interfaces: list[Interface] = Field(max_length=64)
+
+
+class FindingIn(Strict):
+    id: FindingId
+    severity: Literal["critical", "high", "medium", "low", "info"]
+    summary: Text
+    evidence: dict[str, Any]
+    recommendation: Text
+    guidance: Text
+
+
+class ProbeIn(Strict):
+    probe: Name
+    status: Status
+    duration_ms: int = Field(ge=0, le=86_400_000)
+    findings: list[FindingIn] = Field(max_length=500)
+    error: Optional[Text]
+
+
+class AgentHealth(Strict):
+    spool_depth: int = Field(ge=0)
+    dropped: int = Field(ge=0)
+    last_upload: Optional[Time]
+    last_error: Optional[Text]
+
+
+def expected_verdict(statuses: set[str]) -> str:
+    """DESIGN.md: leak if any probe leaks, else error, else warn, else pass."""
+    for status in ("leak", "error", "warn"):
+        if status in statuses:
+            return status
+    return "pass"
+
+
+class ReportIn(Strict):
+    schema_: Literal["leakcheck.report/1"] = Field(alias="schema")
+    report_id: Uuid
+    agent_version: Version
+    device: DeviceIn
+    started_at: Time
+    finished_at: Time
+    trigger: Literal["manual", "schedule", "network-change"]
+    tunnel: TunnelIn
+    verdict: Verdict
+    probes: list[ProbeIn] = Field(max_length=64)
+    agent: Optional[AgentHealth] = None
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ReportIn":
+        if self.verdict != expected_verdict({p.status for p in self.probes}):
+            raise ValueError("verdict does not follow from the probe statuses")
+        if parse_time(self.finished_at) < parse_time(self.started_at):
+            raise ValueError("finished_at is before started_at")
+        return self
+
+
+assert SCHEMA == "leakcheck.report/1"  # this module checks exactly that version
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class EnrollIn(Strict):
+    secret: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    device: DeviceIn
+    # Random per-installation value: tells a re-enrolling clone from its original.
+    instance: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,128}$")]
+
+
+class EnrollOut(BaseModel):
+    device_id: str
+    token: str
+
+
+class SubmitOut(BaseModel):
+    report_id: str
+    stored: bool  # false = a resubmission; nothing new was stored

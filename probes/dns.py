@@ -1,0 +1,88 @@
+"""Can DNS queries reach a resolver outside the tunnel?
+
+Every resolver the system would use is collected (`/etc/resolv.conf`; when
+it points at systemd-resolved's stub, the per-link servers with their
+routing domains), and the kernel is asked where a DNS packet (UDP port 53)
+to each one would leave:
+
+- `dns.resolver-outside-tunnel`: a resolver that receives ordinary queries
+  is reached outside the tunnel (the hotel/ISP resolver, a per-link server
+  with `~.` or DefaultRoute on a physical link).
+- `dns.scoped-resolver-outside-tunnel` (warn): a per-link resolver outside
+  the tunnel that only receives queries for its own routing domains.
+- `dns.local-resolver-unverified` (warn): queries go to a local resolver
+  whose upstream servers the system does not tell.
+- `dns.no-resolver` (warn): no resolver is configured at all.
+
+Managed exceptions (`policy.allowed_direct`) are not findings.
+"""
+
+from __future__ import annotations
+
+from leakcheck.netstate import Resolver
+from leakcheck.oracle import Egress, Path
+from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
+from leakcheck.report import Guidance
+
+UDP = 17
+DNS_PORT = 53
+
+
+class DnsProbe(Probe):
+    """Does each resolver the system uses sit behind the tunnel?"""
+
+    name = "dns"
+    leak_class = "DNS queries reaching a resolver outside the tunnel"
+    finding_ids = ("dns.resolver-outside-tunnel", "dns.scoped-resolver-outside-tunnel",
+                   "dns.local-resolver-unverified", "dns.no-resolver")
+
+    def run(self, ctx: ProbeContext) -> list[Finding]:
+        resolvers = list(ctx.state.resolvers)
+        if not resolvers:
+            return [self.finding("dns.no-resolver", Severity.LOW, "No DNS resolver is configured.",
+                                 {"sources": ["/etc/resolv.conf"]}, "Configure the VPN's resolver.",
+                                 Guidance.DNS, Effect.WARN)]
+        local = [r for r in resolvers if r.address.is_loopback]
+        remote = [r for r in resolvers if not r.address.is_loopback]
+        findings = [self._local_finding(ctx, r) for r in local]
+        queries = [ctx.oracle.query(r.address, ipproto=UDP, dport=DNS_PORT) for r in remote]
+        for resolver, egress in zip(remote, ctx.oracle.egress_many(queries)):
+            finding = self._judge(ctx, resolver, egress)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def _judge(self, ctx: ProbeContext, resolver: Resolver, egress: Egress) -> Finding | None:
+        if egress.path is Path.LOCAL:
+            return self._local_finding(ctx, resolver)
+        if egress.path is not Path.CLEAR or ctx.is_allowed_direct(resolver.address):
+            return None
+        evidence = {"resolver": str(resolver.address), "source": resolver.source, "link": resolver.link,
+                    "domains": list(resolver.domains), **egress.evidence()}
+        where = egress.describe()
+        if not resolver.takes_any_query:
+            summary = (f"The resolver {resolver.address} of link {resolver.link} is reached {where}; "
+                       f"it only receives queries for {', '.join(resolver.domains) or 'its own domains'}, "
+                       f"which leave outside the tunnel.")
+            fix = (f"Remove the DNS servers of {resolver.link} while the VPN is up, or confirm those "
+                   f"domains may be resolved locally.")
+            return self.finding("dns.scoped-resolver-outside-tunnel", Severity.MEDIUM, summary, evidence,
+                                fix, Guidance.DNS, Effect.WARN)
+        origin = (f"systemd-resolved link {resolver.link}" if resolver.link
+                  else f"{resolver.source}")
+        summary = (f"DNS queries go to {resolver.address} ({origin}), which is reached {where}: every "
+                   f"name this machine looks up is visible to that network.")
+        fix = ("Make the VPN's resolver the only one while connected (push it with the tunnel and set "
+               "the tunnel link's DNS domain to '~.'), and block port 53/853 outside the tunnel.")
+        return self.finding("dns.resolver-outside-tunnel", Severity.CRITICAL, summary, evidence, fix,
+                            Guidance.DNS)
+
+    def _local_finding(self, ctx: ProbeContext, resolver: Resolver) -> Finding:
+        summary = (f"DNS queries go to a local resolver at {resolver.address} whose upstream servers the "
+                   f"system does not tell, so leakcheck cannot see whether they use the tunnel.")
+        evidence = {"resolver": str(resolver.address), "source": resolver.source,
+                    "stub": ctx.state.stub_resolver}
+        fix = ("Check the local resolver's forwarders (dnsmasq/unbound/dnscrypt configuration) point "
+               "at the VPN's resolver, or set canaries.dns_zone for an active unique-name test.")
+        return self.finding("dns.local-resolver-unverified", Severity.LOW, summary, evidence, fix,
+                            Guidance.DNS, Effect.WARN)

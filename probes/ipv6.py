@@ -1,0 +1,84 @@
+"""Does IPv6 leave outside a tunnel that only carries IPv4 (or IPv4 outside
+an IPv6-only tunnel)?
+
+The most common leak measured at scale: an IPv4-only VPN next to a working
+IPv6 path. For each family the tunnel does not carry, the kernel is asked
+where canary traffic of that family goes; a leak needs both a direct route
+and a global source address on that interface. A link-local address or
+router solicitations alone are not a leak; IPv6 disabled or blackholed is
+a pass.
+
+- `ipv6.ipv6-outside-ipv4-only-tunnel`: IPv6 has a direct path beside an
+  IPv4-only tunnel.
+- `ipv6.ipv4-outside-ipv6-only-tunnel`: the reverse.
+- `ipv6.direct-route-without-global-address` (warn): a direct route exists
+  but no global address to use it yet (e.g. waiting for a router
+  advertisement); it becomes a leak as soon as one arrives.
+
+Skipped when no tunnel is up (the routes probe reports every family then).
+"""
+
+from __future__ import annotations
+
+from leakcheck.addrspace import is_public
+from leakcheck.errors import ProbeSkipped
+from leakcheck.oracle import Egress
+from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
+from leakcheck.report import Guidance
+from leakcheck.tunnel import carries_family
+
+FAMILY = {4: "IPv4", 6: "IPv6"}
+LEAK_IDS = {6: "ipv6.ipv6-outside-ipv4-only-tunnel", 4: "ipv6.ipv4-outside-ipv6-only-tunnel"}
+
+
+class Ipv6Probe(Probe):
+    """IPv6 beside an IPv4-only tunnel, and IPv4 beside an IPv6-only one."""
+
+    name = "ipv6"
+    leak_class = "one IP family leaving outside a tunnel that carries only the other"
+    finding_ids = ("ipv6.ipv6-outside-ipv4-only-tunnel", "ipv6.ipv4-outside-ipv6-only-tunnel",
+                   "ipv6.direct-route-without-global-address")
+
+    def run(self, ctx: ProbeContext) -> list[Finding]:
+        if not ctx.tunnel.up:
+            raise ProbeSkipped("no tunnel is up (the routes probe reports where each family goes)")
+        carried = {f: carries_family(ctx.state, ctx.tunnel, f) for f in (4, 6)}
+        findings = []
+        for family, other in ((6, 4), (4, 6)):
+            if carried[family] or not carried[other]:
+                continue
+            finding = self._check_family(ctx, family, other)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def _check_family(self, ctx: ProbeContext, family: int, other: int) -> Finding | None:
+        targets = ctx.config.get("canaries", f"ipv{family}")
+        egresses = ctx.oracle.egress_many([ctx.oracle.query(t) for t in targets])
+        leaking = [e for e in egresses if e.outside_tunnel and not ctx.is_allowed_direct(e.destination)]
+        if not leaking:
+            return None  # disabled, blackholed or unreachable: nothing can leave
+        first = leaking[0]
+        sources = [str(a.address) for a in ctx.state.addresses_of(first.interface or "", family)
+                   if is_public(a.address)]
+        evidence = {"family": FAMILY[family], "tunnel_carries": FAMILY[other],
+                    "destinations": [str(e.destination) for e in leaking], "addresses": sources,
+                    "accept_ra": ctx.state.sysctls.get(f"net.ipv6.conf.{first.interface}.accept_ra"),
+                    **first.evidence()}
+        if not sources:
+            return self._no_address_finding(family, other, first, evidence)
+        summary = (f"The tunnel carries only {FAMILY[other]}, but {FAMILY[family]} traffic (to "
+                   f"{first.destination}) goes {first.describe()} from {', '.join(sources)}: "
+                   f"your real {FAMILY[family]} address is exposed.")
+        fix = (f"Carry {FAMILY[family]} in the tunnel too (route ::/0 or 0.0.0.0/0 into it), or block "
+               f"{FAMILY[family]} outside the tunnel while the VPN is up (firewall drop, or disable "
+               f"{FAMILY[family]} on {first.interface}).")
+        return self.finding(LEAK_IDS[family], Severity.CRITICAL, summary, evidence, fix, Guidance.FULL_TUNNEL)
+
+    def _no_address_finding(self, family: int, other: int, egress: Egress, evidence: dict) -> Finding:
+        summary = (f"The tunnel carries only {FAMILY[other]}; {FAMILY[family]} has a direct route "
+                   f"({egress.describe()}) but no global address yet, so nothing leaks now. It will as "
+                   f"soon as the network hands out an address.")
+        fix = f"Block or blackhole {FAMILY[family]} outside the tunnel while the VPN is up."
+        return self.finding("ipv6.direct-route-without-global-address", Severity.MEDIUM, summary, evidence,
+                            fix, Guidance.FULL_TUNNEL, Effect.WARN)

@@ -1,0 +1,190 @@
+"""Where does internet traffic go: into the tunnel, or out of a physical
+interface on a direct route?
+
+Asks the kernel (route lookup with policy rules, the way an application's
+packet is routed) for every configured canary destination, then for an
+address inside every non-tunnel route of every table:
+
+- `routes.default-route-outside-tunnel`: internet traffic (the canaries)
+  leaves a physical interface in clear: no tunnel, tunnel down, or the
+  default path bypasses it. Under `policy.allow_split = true` with the
+  tunnel up this is reported as info.
+- `routes.more-specific-route-outside-tunnel`: a route on a physical
+  interface is more specific than the tunnel's covering route and wins
+  (TunnelVision, CVE-2024-3661: DHCP option 121 pushes; wg-quick's
+  `suppress_prefixlength 0` rule lets any non-default main-table route win).
+  The route's protocol (e.g. `proto dhcp`) is in the evidence.
+- `routes.public-local-network`: an on-link "local network" whose prefix is
+  public address space, so traffic to those public addresses skips the
+  tunnel (LocalNet, TunnelCrack, CVE-2023-36672).
+- `routes.server-route-any-process`: the route to the VPN server is usable
+  by every process, not only the VPN's own marked packets (ServerIP,
+  TunnelCrack, CVE-2023-36673). Low severity: it exposes that one address;
+  the probe still passes.
+
+Managed exceptions (`policy.allowed_direct`) are never findings. An IPv6
+default path beside an IPv4-only tunnel (and the reverse) belongs to the
+`ipv6` probe; prefixes a split tunnel leaves out belong to `split`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from leakcheck.addrspace import first_public_address
+from leakcheck.netstate import Route
+from leakcheck.oracle import Egress, Path
+from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
+from leakcheck.report import Guidance
+from leakcheck.tunnel import carries_family, covering_tunnel_route, vpn_endpoints
+
+FAMILY = {4: "IPv4", 6: "IPv6"}
+
+
+class RoutesProbe(Probe):
+    """Is internet traffic routed into the tunnel? Default path, TunnelVision
+    routes, public "local networks" and the VPN server route."""
+
+    name = "routes"
+    leak_class = "internet traffic on a direct route instead of the tunnel"
+    finding_ids = ("routes.default-route-outside-tunnel", "routes.more-specific-route-outside-tunnel",
+                   "routes.public-local-network", "routes.server-route-any-process")
+
+    def run(self, ctx: ProbeContext) -> list[Finding]:
+        endpoints = vpn_endpoints(ctx.state)
+        route_findings, flagged = self._specific_routes(ctx, endpoints)
+        findings = self._canaries(ctx, flagged) + route_findings
+        findings += self._server_routes(ctx, endpoints)
+        return findings
+
+    # -- canaries: the default path -------------------------------------------------
+
+    def _canaries(self, ctx: ProbeContext, flagged: set[Any]) -> list[Finding]:
+        findings = []
+        for family in (4, 6):
+            if ctx.tunnel.up and not carries_family(ctx.state, ctx.tunnel, family):
+                continue  # a family the tunnel does not carry: the ipv6 probe owns it
+            targets = ctx.config.get("canaries", f"ipv{family}")
+            egresses = ctx.oracle.egress_many([ctx.oracle.query(t) for t in targets])
+            leaking = [e for e in egresses if e.outside_tunnel and not ctx.is_allowed_direct(e.destination)
+                       and (e.route is None or e.route.dst not in flagged)]
+            if leaking:
+                findings.append(self._default_finding(ctx, family, leaking))
+        return findings
+
+    def _default_finding(self, ctx: ProbeContext, family: int, leaking: list[Egress]) -> Finding:
+        first = leaking[0]
+        where = first.describe()
+        targets = ", ".join(str(e.destination) for e in leaking)
+        tunnel = ctx.tunnel
+        policy_split = tunnel.up and ctx.config.get("policy", "allow_split")
+        if tunnel.state == "absent":
+            summary = (f"No VPN tunnel was found: {FAMILY[family]} internet traffic (to {targets}) "
+                       f"goes {where}.")
+            fix = "Connect the VPN (and set it to connect automatically and block traffic while it is down)."
+        elif tunnel.state == "down":
+            summary = (f"The VPN tunnel ({', '.join(tunnel.interfaces)}) is down and {FAMILY[family]} "
+                       f"internet traffic (to {targets}) goes {where}.")
+            fix = ("Reconnect the VPN; enable its kill switch (always-on / block traffic without VPN) "
+                   "so nothing leaves while it is down.")
+        else:
+            summary = (f"{FAMILY[family]} internet traffic (to {targets}) bypasses the tunnel: it goes "
+                       f"{where}.")
+            fix = (f"Route all {FAMILY[family]} traffic into the tunnel (a default or 0/1 + 128/1 route via "
+                   f"the tunnel, or AllowedIPs covering everything) and add a kill switch.")
+        if policy_split:
+            summary += " Split tunnelling is allowed by policy (policy.allow_split)."
+        evidence = {"family": FAMILY[family], "tunnel_state": tunnel.state,
+                    "destinations": [str(e.destination) for e in leaking], **first.evidence()}
+        return self.finding("routes.default-route-outside-tunnel",
+                            Severity.INFO if policy_split else Severity.CRITICAL, summary, evidence, fix,
+                            Guidance.FULL_TUNNEL, Effect.INFO if policy_split else Effect.LEAK)
+
+    # -- routes on physical interfaces that win over the tunnel ----------------------
+
+    def _candidates(self, ctx: ProbeContext, endpoints: set[str]) -> list[tuple[Route, Any]]:
+        out = []
+        for route in ctx.state.routes:
+            if route.type != "unicast" or route.is_default or route.table == 255 or not route.ifnames:
+                continue
+            if any(ctx.tunnel.is_tunnel_interface(n) or n == "lo" for n in route.ifnames):
+                continue
+            if route.dst.prefixlen == route.dst.max_prefixlen and str(route.dst.network_address) in endpoints:
+                continue  # the VPN server's own route: see _server_routes
+            probe_addr = first_public_address(route.dst)
+            if probe_addr is not None:
+                out.append((route, probe_addr))
+        return out
+
+    def _specific_routes(self, ctx: ProbeContext, endpoints: set[str]) -> tuple[list[Finding], set[Any]]:
+        if not ctx.tunnel.up:
+            return [], set()  # without a tunnel every route is direct: the default finding says so
+        candidates = self._candidates(ctx, endpoints)
+        egresses = ctx.oracle.egress_many([ctx.oracle.query(a) for _, a in candidates])
+        findings, flagged = [], set()
+        allow_split = ctx.config.get("policy", "allow_split")
+        for (route, addr), egress in zip(candidates, egresses):
+            if not egress.outside_tunnel or egress.route is None or egress.route.dst != route.dst:
+                continue  # the kernel does not actually use this route for it
+            if ctx.is_allowed_direct(route.dst):
+                continue
+            covering = covering_tunnel_route(ctx.state, ctx.tunnel, addr, route.dst.prefixlen)
+            on_link = not any(h.gateway for h in route.nexthops)
+            if covering is None and (allow_split or not on_link):
+                continue  # a prefix the tunnel never meant to carry: the split probe reports it
+            findings.append(self._route_finding(ctx, route, egress, covering, on_link))
+            flagged.add(route.dst)
+        return findings, flagged
+
+    def _route_finding(self, ctx: ProbeContext, route: Route, egress: Egress, covering: Any,
+                       on_link: bool) -> Finding:
+        canaries = [c for fam in ("ipv4", "ipv6") for c in ctx.config.get("canaries", fam)
+                    if ipaddress.ip_address(c) in route.dst]
+        evidence = {**route.evidence(), **egress.evidence(), "probe_address": str(egress.destination),
+                    "canaries_affected": canaries}
+        evidence["route"] = route.describe()
+        if covering is not None:
+            evidence["covering_route"] = covering.describe()
+        iface = ", ".join(route.ifnames)
+        if on_link:
+            summary = (f"The local network {route.dst} on {iface} is public address space, so traffic to "
+                       f"those public addresses goes straight out of {iface} instead of the tunnel "
+                       f"(LocalNet attack, TunnelCrack).")
+            fix = (f"Do not exempt public 'local network' prefixes from the VPN: disable LAN access in "
+                   f"the VPN client, or exempt only private ranges; treat {route.dst} on this network as hostile.")
+            return self.finding("routes.public-local-network", Severity.HIGH, summary, evidence, fix,
+                                Guidance.EXCEPTIONS)
+        beats = f" and beats the tunnel's {covering.describe()}" if covering is not None else ""
+        summary = (f"A route on {iface} ({route.describe()}) is more specific than the tunnel's route{beats}: "
+                   f"traffic to {route.dst} goes {egress.describe()}"
+                   + (" (TunnelVision, CVE-2024-3661: pushed by DHCP option 121)." if route.protocol == "dhcp"
+                      else " (TunnelVision-style route)."))
+        fix = (f"Remove the route ({route.describe()}); stop accepting classless static routes "
+               f"(DHCP option 121) on untrusted networks, and add a firewall kill switch that drops "
+               f"traffic leaving {iface} except to the VPN server.")
+        return self.finding("routes.more-specific-route-outside-tunnel", Severity.HIGH, summary, evidence,
+                            fix, Guidance.FULL_TUNNEL)
+
+    # -- the VPN server's own route (ServerIP) ---------------------------------------
+
+    def _server_routes(self, ctx: ProbeContext, endpoints: set[str]) -> list[Finding]:
+        if not ctx.tunnel.up or not endpoints:
+            return []
+        ordered = sorted(endpoints)
+        egresses = ctx.oracle.egress_many([ctx.oracle.query(e) for e in ordered])
+        findings = []
+        for egress in egresses:
+            if not egress.outside_tunnel:
+                continue
+            summary = (f"Any program can reach the VPN server {egress.destination} outside the tunnel "
+                       f"({egress.describe()}), not only the VPN itself. An attacker who spoofs DNS for "
+                       f"the server name can steer traffic for one chosen address this way (ServerIP, "
+                       f"TunnelCrack).")
+            fix = ("Limit the bypass to the VPN's own packets (a firewall mark and policy rule, as "
+                   "wg-quick does) instead of a host route every process can use; pin the server by "
+                   "IP address or resolve its name over a trusted channel.")
+            findings.append(self.finding("routes.server-route-any-process", Severity.LOW, summary,
+                                         {"endpoint": str(egress.destination), **egress.evidence()}, fix,
+                                         Guidance.EXCEPTIONS, Effect.INFO))
+        return findings
