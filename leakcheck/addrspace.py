@@ -76,10 +76,27 @@ def overlap(a: tuple[int, int], intervals: Iterable[tuple[int, int]]) -> int:
     return sum(max(0, min(a[1], e) - max(a[0], s)) for s, e in intervals)
 
 
+def cidr_blocks(version: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Half-open [start, end) as the fewest CIDR blocks, as (network, prefixlen)
+    integers (integer arithmetic: ipaddress is too slow for 20,000 ranges)."""
+    bits = 32 if version == 4 else 128
+    while start < end:
+        size = start & -start if start else 1 << bits
+        while size > end - start:
+            size >>= 1
+        yield start, bits - size.bit_length() + 1
+        start += size
+
+
+def cidr_text(version: int, network: int, prefixlen: int) -> str:
+    cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    return f"{cls(network)}/{prefixlen}"
+
+
 def to_cidrs(version: int, start: int, end: int) -> Iterator[IPNetwork]:
     """Half-open [start, end) as the fewest CIDR blocks."""
-    cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
-    yield from ipaddress.summarize_address_range(cls(start), cls(end - 1))
+    for network, prefixlen in cidr_blocks(version, start, end):
+        yield ipaddress.ip_network(cidr_text(version, network, prefixlen))
 
 
 def first_public_address(net: IPNetwork) -> IPAddress | None:

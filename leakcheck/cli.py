@@ -18,6 +18,7 @@ from leakcheck.errors import ExitCode, LeakcheckError
 COMMANDS = (
     "leakcheck.commands.run",
     "leakcheck.commands.probes",
+    "leakcheck.commands.collector",
 )
 
 

@@ -84,7 +84,11 @@ class Oracle:
         self.state = state
         self.tunnel = tunnel
         self._lookup = lookup
-        self._routes = {(r.dst, r.table, r.type): r for r in state.routes}
+        # keyed by text: parsing each answer's prefix into ipaddress objects is
+        # the dominant cost of a 20,000-lookup egress map
+        self._routes = {(str(r.dst), r.table, r.type): r for r in state.routes}
+        self._routes_by_prefix = {(str(r.dst), r.type): r for r in state.routes}
+        self._rules = {4: state.rules_for(4), 6: state.rules_for(6)}
 
     def close(self) -> None:
         if self._lookup is not None:
@@ -112,17 +116,19 @@ class Oracle:
     def egress(self, dst: IPAddress | str, **selectors: Any) -> Egress:
         return self.egress_many([self.query(dst, **selectors)])[0]
 
-    def egress_many(self, queries: Sequence[Query]) -> list[Egress]:
+    def egress_many(self, queries: Sequence[Query], explain: bool = True) -> list[Egress]:
+        """Answers in query order. `explain=False` leaves out the inferred rule
+        (evidence only), which bulk maps do not need."""
         answers = self.lookup.lookup_many(queries)
-        return [self.classify(q, a) for q, a in zip(queries, answers)]
+        return [self.classify(q, a, explain) for q, a in zip(queries, answers)]
 
-    def classify(self, query: Query, answer: Answer) -> Egress:
-        selectors = _selectors(query, self.state)
+    def classify(self, query: Query, answer: Answer, explain: bool = True) -> Egress:
+        selectors = _selectors(query, self.state) if explain else {}
         if answer.error:
             return Egress(query.dst, Path.BLOCKED, error=f"no route ({answer.error_name})",
                           selectors=selectors)
         route = self._route_for(answer)
-        rule = self._deciding_rule(query, answer)
+        rule = self._deciding_rule(query, answer) if explain else None
         rtype = ROUTE_TYPES.get(answer.type or 0, "unicast")
         base = dict(route=route, rule=rule, selectors=selectors)
         if rtype in BLOCKING_TYPES:
@@ -177,15 +183,13 @@ class Oracle:
     def _route_for(self, answer: Answer) -> Route | None:
         if answer.prefix is None:
             return None
-        net = ipaddress.ip_network(answer.prefix, strict=False)
         rtype = ROUTE_TYPES.get(answer.type or 0, "unicast")
-        route = self._routes.get((net, answer.table, rtype))
+        route = self._routes.get((answer.prefix, answer.table, rtype))
+        if route is None:  # the kernel may report another table id (e.g. local routes)
+            route = self._routes_by_prefix.get((answer.prefix, rtype))
         if route is not None:
             return route
-        for candidate in self.state.routes:  # the kernel may report another table id
-            if candidate.dst == net and candidate.type == rtype:
-                return candidate
-        return Route(dst=net, table=answer.table or 0, type=rtype,
+        return Route(dst=ipaddress.ip_network(answer.prefix, strict=False), table=answer.table or 0, type=rtype,
                      protocol=ROUTE_PROTOCOLS.get(answer.protocol or 0, "unspec"), scope=answer.scope or 0,
                      nexthops=(Nexthop(answer.oif, self.state.ifname(answer.oif), answer.gateway),))
 
@@ -194,7 +198,7 @@ class Oracle:
         (evidence: the kernel does not say which rule it used)."""
         iif = self.state.ifname(query.iif) if query.iif is not None else None
         prefixlen = int(answer.prefix.rsplit("/", 1)[1]) if answer.prefix else 0
-        for rule in self.state.rules_for(query.dst.version):
+        for rule in self._rules[query.dst.version]:
             if rule.action != "lookup" or rule.table != answer.table:
                 continue
             if rule.suppress_prefixlen is not None and prefixlen <= rule.suppress_prefixlen:

@@ -22,7 +22,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from leakcheck.addrspace import (PRIVATE_ROUTABLE, SPACE, public_intervals, to_cidrs,
+from leakcheck.addrspace import (PRIVATE_ROUTABLE, SPACE, cidr_blocks, cidr_text, public_intervals,
                                  to_interval)
 from leakcheck.errors import ProbeSkipped
 from leakcheck.oracle import Path
@@ -81,7 +81,7 @@ def build_map(ctx: ProbeContext, family: int) -> EgressMap:
     cuts = boundaries(ctx, family, public + private + allowed + servers)
     todo = pieces(cuts, sorted(public + private))
     queries = [Query(dst=version_cls(start)) for start, _ in todo]
-    egresses = ctx.oracle.egress_many(queries)
+    egresses = ctx.oracle.egress_many(queries, explain=False)
     emap = EgressMap(family=family, lookups=len(queries))
     for (start, end), egress in zip(todo, egresses):
         if egress.path is not Path.CLEAR:
@@ -102,15 +102,23 @@ def _inside(start: int, end: int, intervals: list[tuple[int, int]]) -> bool:
     return any(s <= start and end <= e for s, e in intervals)
 
 
-def merged_cidrs(family: int, pieces_: list[tuple[int, int, str]]) -> list[tuple[str, str]]:
-    """Adjacent pieces on the same interface merged, as (cidr, interface)."""
+def merged_blocks(pieces_: list[tuple[int, int, str]], family: int) -> list[tuple[int, int, str]]:
+    """Adjacent pieces on the same interface merged, as CIDR blocks (network, prefixlen, interface)."""
     merged: list[list] = []
     for start, end, iface in sorted(pieces_):
         if merged and merged[-1][1] == start and merged[-1][2] == iface:
             merged[-1][1] = end
         else:
             merged.append([start, end, iface])
-    return [(str(net), iface) for start, end, iface in merged for net in to_cidrs(family, start, end)]
+    return [(net, plen, iface) for start, end, iface in merged
+            for net, plen in cidr_blocks(family, start, end)]
+
+
+def merged_cidrs(family: int, pieces_: list[tuple[int, int, str]],
+                 limit: int | None = None) -> list[tuple[str, str]]:
+    """Like merged_blocks, as (cidr text, interface); only the first `limit` rendered."""
+    blocks = merged_blocks(pieces_, family)[:limit]
+    return [(cidr_text(family, net, plen), iface) for net, plen, iface in blocks]
 
 
 def share(part: int, whole: int) -> str:
@@ -145,19 +153,21 @@ class SplitProbe(Probe):
 
     def _leak_finding(self, ctx: ProbeContext, emap: EgressMap) -> Finding:
         family = emap.family
-        cidrs = merged_cidrs(family, emap.leaking)
+        blocks = merged_blocks(emap.leaking, family)
+        cidrs = merged_cidrs(family, emap.leaking, MAX_LISTED)
         total = sum(end - start for start, end in public_intervals(family))
         pct = share(emap.public_outside(), total)
-        interfaces = sorted({iface for _, iface in cidrs})
+        interfaces = sorted({iface for *_, iface in blocks})
         allowed = ctx.config.get("policy", "allow_split")
-        listed = ", ".join(c for c, _ in cidrs[:4]) + (f" and {len(cidrs) - 4} more" if len(cidrs) > 4 else "")
-        summary = (f"The tunnel is split: {len(cidrs)} public {FAMILY[family]} prefix"
-                   f"{'es' if len(cidrs) > 1 else ''} ({listed}; {pct} of public {FAMILY[family]} space) "
+        count = len(blocks)
+        listed = ", ".join(c for c, _ in cidrs[:4]) + (f" and {count - 4} more" if count > 4 else "")
+        summary = (f"The tunnel is split: {count} public {FAMILY[family]} prefix"
+                   f"{'es' if count > 1 else ''} ({listed}; {pct} of public {FAMILY[family]} space) "
                    f"go out of {', '.join(interfaces)} instead of the tunnel.")
         if allowed:
             summary += " Split tunnelling is allowed by policy (policy.allow_split)."
-        evidence = {"family": FAMILY[family], "prefixes": [c for c, _ in cidrs[:MAX_LISTED]],
-                    "prefix_count": len(cidrs), "interfaces": interfaces, "public_share": pct,
+        evidence = {"family": FAMILY[family], "prefixes": [c for c, _ in cidrs],
+                    "prefix_count": count, "interfaces": interfaces, "public_share": pct,
                     "public_addresses_outside": emap.public_outside(), "lookups": emap.lookups,
                     "decided_by": "kernel route lookup per address-space piece (exact map)"}
         fix = ("Route everything into the tunnel (full tunnel). If some services must go direct, list "
@@ -170,7 +180,7 @@ class SplitProbe(Probe):
         groups = {"private": emap.private, "allowed_exceptions": emap.allowed, "vpn_server": emap.server}
         evidence: dict[str, object] = {"family": FAMILY[emap.family], "lookups": emap.lookups}
         for key, group in groups.items():
-            evidence[key] = [f"{c} ({i})" for c, i in merged_cidrs(emap.family, group)[:MAX_LISTED]]
+            evidence[key] = [f"{c} ({i})" for c, i in merged_cidrs(emap.family, group, MAX_LISTED)]
         if not any(groups.values()):
             return None
         parts = [f"{len(evidence[k])} {label}" for k, label in

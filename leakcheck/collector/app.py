@@ -1,0 +1,43 @@
+"""create_app(settings): the collector as an ASGI application. No globals:
+each app owns its engine, store and metrics (tests build as many as they like)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from leakcheck import __version__
+from leakcheck.collector.db import make_engine
+from leakcheck.collector.limits import BodyLimit
+from leakcheck.collector.routes import devices, enroll, export, findings, fleet, health, reports, web
+from leakcheck.collector.schema import migrate
+from leakcheck.collector.settings import Settings
+from leakcheck.collector.store import Store
+
+
+def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
+    engine = make_engine(settings.url)
+    if run_migrations:
+        migrate(engine)
+    app = FastAPI(title="leakcheck collector", version=__version__,
+                  description="Receives leakcheck.report/1 documents from enrolled devices and "
+                              "serves fleet views to analysts.")
+    app.state.settings = settings
+    app.state.store = Store(engine)
+    app.state.metrics = health.Metrics()
+    for module in (enroll, reports, devices, findings, fleet, export, health, web):
+        app.include_router(module.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        request.app.state.metrics.count("rejected_invalid")
+        # Name the fields, not the values: a rejected document is not echoed back.
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()][:20]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    app.router.add_event_handler("shutdown", engine.dispose)
+    # Outermost: an oversize body is refused before routing or parsing.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
