@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -146,8 +146,9 @@ class Store:
             if retry_after is not None:
                 return Submission(stored=False, retry_after=retry_after)
             inserted = conn.execute(_insert(conn, reports).values(**_report_row(report, body, now))
-                                    .on_conflict_do_nothing(index_elements=["report_id"]))
-            if inserted.rowcount == 0:
+                                    .on_conflict_do_nothing(index_elements=["report_id"])
+                                    .returning(reports.c.report_id)).first()
+            if inserted is None:
                 owner = conn.execute(select(reports.c.device_id)
                                      .where(reports.c.report_id == report.report_id)).scalar()
                 if owner != device_id:
@@ -258,7 +259,7 @@ class Store:
         query = (select(findings.c.report_id, findings.c.device_id, findings.c.probe,
                         findings.c.finding_id, findings.c.severity, findings.c.summary,
                         findings.c.started_at)
-                 .where(and_(*conds)).order_by(findings.c.started_at.desc(), findings.c.id.desc())
+                 .where(*conds).order_by(findings.c.started_at.desc(), findings.c.id.desc())
                  .limit(limit).offset(offset))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -309,7 +310,7 @@ class Store:
                         reports.c.finished_at, reports.c.trigger, reports.c.verdict,
                         reports.c.tunnel_state, reports.c.tunnel_kind, reports.c.agent_version,
                         reports.c.reconnect_s)
-                 .where(and_(*conds)).order_by(reports.c.started_at))
+                 .where(*conds).order_by(reports.c.started_at))
         with self.engine.connect() as conn:
             for row in conn.execution_options(stream_results=True, yield_per=1000).execute(query):
                 yield dict(row._mapping, started_at=_iso(row.started_at),
