@@ -107,6 +107,12 @@ def _duration(key: str, value: Any) -> str:
     return text
 
 
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"expected a positive integer, got {value!r}", key=key)
+    return value
+
+
 def _url(key: str, value: Any) -> str:
     text = _string(key, value)
     if text and not re.match(r"^https?://[^\s/]+", text):
@@ -138,12 +144,20 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ipv6": Key(["2606:4700:4700::1111", "2001:4860:4860::8888"], _addresses(6),
                     "IPv6 destinations used for route lookups and active checks."),
         "dns_zone": Key("", _dns_zone, "Zone for unique-name DNS leak tests (optional)."),
+        "active": Key(True, _bool, "Send test packets (small TTL) and capture where they leave; "
+                                   "needs root. false = inference only."),
     },
     "agent": {
         "interval": Key("15m", _duration, "How often the agent runs all probes."),
         "jitter": Key("2m", _duration, "Random delay added to each scheduled run."),
         "on_network_change": Key(True, _bool, "Also run within seconds of a network change."),
         "disruptive": Key(False, _bool, "Allow the reconnect probe to cut the tunnel briefly."),
+        "state_dir": Key("/var/lib/leakcheck", _string,
+                         "Spool, upload state, tunnel history and instance id live here."),
+        "spool_max_bytes": Key(64 * 1024 * 1024, _positive_int,
+                               "Spool size bound; beyond it the oldest reports are dropped (and counted)."),
+        "spool_max_age": Key("720h", _duration,
+                             "Reports older than this are dropped from the spool (and counted)."),
     },
     "collector": {
         "url": Key("", _url, "Collector base URL; empty = do not upload."),

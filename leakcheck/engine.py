@@ -23,6 +23,7 @@ class RunOptions:
     probes: tuple[str, ...] = ()
     trigger: str = "manual"
     disruptive: bool = False
+    passive: bool = False  # no test packets, inference only
 
 
 def read_state() -> NetState:
@@ -39,7 +40,8 @@ def run(config: Config, options: RunOptions = RunOptions(), state: NetState | No
     ctx = ProbeContext(config=config, state=state, tunnel=tunnel, oracle=oracle,
                        is_root=os.geteuid() == 0,
                        disruptive=options.disruptive or bool(config.get("agent", "disruptive")),
-                       trigger=options.trigger)
+                       trigger=options.trigger,
+                       active=not options.passive and bool(config.get("canaries", "active")))
     try:
         results = run_all(chosen, ctx)
     finally:

@@ -17,8 +17,9 @@ returns findings, or raises `ProbeSkipped(reason)` when it cannot run here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from leakcheck.config import Config
 from leakcheck.errors import ProbeSkipped
@@ -26,6 +27,10 @@ from leakcheck.netstate import NetState
 from leakcheck.oracle import Oracle
 from leakcheck.report import Effect, Finding, Severity
 from leakcheck.tunnel import Tunnel
+
+if TYPE_CHECKING:
+    from leakcheck.active import Observation
+    from leakcheck.active import Probe as ActivePacket
 
 PROBE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -43,6 +48,32 @@ class ProbeContext:
     is_root: bool
     disruptive: bool = False
     trigger: str = "manual"
+    active: bool = True  # send test packets and capture them (needs root)
+    active_runs: list[float] = field(default_factory=list)  # seconds spent per capture window
+
+    def active_unavailable(self) -> str | None:
+        """Why active checks will not run, or None when they will."""
+        if not self.active:
+            return "active checks turned off (--passive or canaries.active = false)"
+        from leakcheck.active import available
+        return available()
+
+    def observe(self, packets: "list[ActivePacket]") -> "list[Observation] | None":
+        """Send `packets` while capturing on every interface; None when active
+        checks cannot run (see active_unavailable)."""
+        if not packets or self.active_unavailable():
+            return None
+        from leakcheck.active import ActiveUnavailable, observe
+        physical = [l.name for l in self.state.links
+                    if l.usable and l.name != "lo" and not self.tunnel.is_tunnel_interface(l.name)]
+        tunnels = [n for n in self.tunnel.interfaces if (l := self.state.link(n)) and l.usable]
+        started = time.monotonic()
+        try:
+            return observe(packets, physical, tunnels)
+        except ActiveUnavailable:
+            return None
+        finally:
+            self.active_runs.append(time.monotonic() - started)
 
     @property
     def allowed_direct(self) -> list[Any]:

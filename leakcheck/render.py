@@ -19,8 +19,8 @@ VERDICT_LINES = {
 }
 # Evidence keys worth a technician's eye, in the order they are shown.
 EVIDENCE_KEYS = ("resolver", "link", "destination", "interface", "gateway", "route", "rule",
-                 "xfrm_policy", "prefixes", "public_share", "addresses", "covering_route",
-                 "endpoint", "path", "reason")
+                 "xfrm_policy", "prefix_count", "prefixes", "public_share", "addresses",
+                 "covering_route", "endpoint", "path", "method", "reason")
 
 
 def render_json(report: Report) -> str:

@@ -137,3 +137,11 @@ def covering_tunnel_route(state: NetState, tunnel: Tunnel, addr, shorter_than: i
         if policy.protects and addr in policy.dst and policy.dst.prefixlen < shorter_than:
             return policy
     return None
+
+
+def family_gap(state: NetState, tunnel: Tunnel, family: int) -> bool:
+    """The tunnel carries the other IP family but not this one: the case the
+    ipv6 probe owns (routes and split leave this family to it)."""
+    other = 6 if family == 4 else 4
+    return (tunnel.up and carries_family(state, tunnel, other)
+            and not carries_family(state, tunnel, family))

@@ -19,6 +19,9 @@ Managed exceptions (`policy.allowed_direct`) are not findings.
 
 from __future__ import annotations
 
+from leakcheck.active import Observation
+from leakcheck.active import Probe as ActivePacket
+from leakcheck.active import unique_name
 from leakcheck.netstate import Resolver
 from leakcheck.oracle import Egress, Path
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
@@ -44,21 +47,46 @@ class DnsProbe(Probe):
                                  Guidance.DNS, Effect.WARN)]
         local = [r for r in resolvers if r.address.is_loopback]
         remote = [r for r in resolvers if not r.address.is_loopback]
-        findings = [self._local_finding(ctx, r) for r in local]
+        observed = self._active_query(ctx)
+        findings = [self._local_finding(ctx, r, observed) for r in local]
         queries = [ctx.oracle.query(r.address, ipproto=UDP, dport=DNS_PORT) for r in remote]
         for resolver, egress in zip(remote, ctx.oracle.egress_many(queries)):
-            finding = self._judge(ctx, resolver, egress)
+            finding = self._judge(ctx, resolver, egress, observed)
             if finding is not None:
                 findings.append(finding)
-        return findings
+        if observed is not None and observed.outcome == "clear" and not any(
+                f.id == "dns.resolver-outside-tunnel" for f in findings):
+            findings.append(self._observed_finding(observed))
+        return [f for f in findings if f is not None]
 
-    def _judge(self, ctx: ProbeContext, resolver: Resolver, egress: Egress) -> Finding | None:
+    def _active_query(self, ctx: ProbeContext) -> Observation | None:
+        """A unique name through the system resolver, captured on every interface."""
+        nonce, name = unique_name(ctx.config.get("canaries", "dns_zone"))
+        seen = ctx.observe([ActivePacket("dns", "", qname=name, nonce=nonce)])
+        return seen[0] if seen else None
+
+    def _observed_finding(self, obs: Observation) -> Finding:
+        where = ", ".join(obs.clear_on)
+        summary = (f"A test lookup of a unique name through the system resolver left {where} in clear "
+                   f"to {obs.clear_dst}: DNS queries escape the tunnel.")
+        fix = ("Find what sends queries outside the tunnel (a local resolver's forwarders, a per-link "
+               "resolver) and point it at the VPN's resolver; block port 53/853 outside the tunnel.")
+        return self.finding("dns.resolver-outside-tunnel", Severity.CRITICAL, summary,
+                            {"resolver": obs.clear_dst, "method": "observed", "observed": obs.evidence()},
+                            fix, Guidance.DNS)
+
+    def _judge(self, ctx: ProbeContext, resolver: Resolver, egress: Egress,
+               observed: Observation | None) -> Finding | None:
         if egress.path is Path.LOCAL:
-            return self._local_finding(ctx, resolver)
+            return self._local_finding(ctx, resolver, observed)
         if egress.path is not Path.CLEAR or ctx.is_allowed_direct(resolver.address):
             return None
+        seen_here = observed is not None and observed.clear_dst == str(resolver.address)
         evidence = {"resolver": str(resolver.address), "source": resolver.source, "link": resolver.link,
-                    "domains": list(resolver.domains), **egress.evidence()}
+                    "domains": list(resolver.domains), **egress.evidence(),
+                    "method": "observed" if seen_here else "inferred"}
+        if observed is not None:
+            evidence["observed"] = observed.evidence()
         where = egress.describe()
         if not resolver.takes_any_query:
             summary = (f"The resolver {resolver.address} of link {resolver.link} is reached {where}; "
@@ -72,12 +100,17 @@ class DnsProbe(Probe):
                   else f"{resolver.source}")
         summary = (f"DNS queries go to {resolver.address} ({origin}), which is reached {where}: every "
                    f"name this machine looks up is visible to that network.")
+        if seen_here:
+            summary += f" Observed: a test lookup left {', '.join(observed.clear_on)} in clear."  # type: ignore[union-attr]
         fix = ("Make the VPN's resolver the only one while connected (push it with the tunnel and set "
                "the tunnel link's DNS domain to '~.'), and block port 53/853 outside the tunnel.")
         return self.finding("dns.resolver-outside-tunnel", Severity.CRITICAL, summary, evidence, fix,
                             Guidance.DNS)
 
-    def _local_finding(self, ctx: ProbeContext, resolver: Resolver) -> Finding:
+    def _local_finding(self, ctx: ProbeContext, resolver: Resolver,
+                       observed: Observation | None) -> Finding | None:
+        if observed is not None and observed.outcome != "not-sent":
+            return None  # the active lookup showed where its queries really go
         summary = (f"DNS queries go to a local resolver at {resolver.address} whose upstream servers the "
                    f"system does not tell, so leakcheck cannot see whether they use the tunnel.")
         evidence = {"resolver": str(resolver.address), "source": resolver.source,

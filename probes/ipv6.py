@@ -20,6 +20,8 @@ Skipped when no tunnel is up (the routes probe reports every family then).
 
 from __future__ import annotations
 
+from leakcheck.active import Probe as ActivePacket
+from leakcheck.active import confirm
 from leakcheck.addrspace import is_public
 from leakcheck.errors import ProbeSkipped
 from leakcheck.oracle import Egress
@@ -55,21 +57,32 @@ class Ipv6Probe(Probe):
     def _check_family(self, ctx: ProbeContext, family: int, other: int) -> Finding | None:
         targets = ctx.config.get("canaries", f"ipv{family}")
         egresses = ctx.oracle.egress_many([ctx.oracle.query(t) for t in targets])
-        leaking = [e for e in egresses if e.outside_tunnel and not ctx.is_allowed_direct(e.destination)]
+        candidates = [e for e in egresses if not ctx.is_allowed_direct(e.destination)]
+        observations = ctx.observe([ActivePacket("udp", str(e.destination), 33434) for e in candidates])
+        leaking = []
+        for i, egress in enumerate(candidates):
+            obs = observations[i] if observations else None
+            leaks, method = confirm(egress.outside_tunnel, obs)
+            if leaks:
+                leaking.append((egress, obs, method))
         if not leaking:
-            return None  # disabled, blackholed or unreachable: nothing can leave
-        first = leaking[0]
+            return None  # disabled, blackholed, firewalled or unreachable: nothing can leave
+        first, obs, method = leaking[0]
         sources = [str(a.address) for a in ctx.state.addresses_of(first.interface or "", family)
                    if is_public(a.address)]
         evidence = {"family": FAMILY[family], "tunnel_carries": FAMILY[other],
-                    "destinations": [str(e.destination) for e in leaking], "addresses": sources,
+                    "destinations": [str(e.destination) for e, _, _ in leaking], "addresses": sources,
                     "accept_ra": ctx.state.sysctls.get(f"net.ipv6.conf.{first.interface}.accept_ra"),
-                    **first.evidence()}
+                    **first.evidence(), "method": method}
+        if obs is not None:
+            evidence["observed"] = obs.evidence()
         if not sources:
             return self._no_address_finding(family, other, first, evidence)
         summary = (f"The tunnel carries only {FAMILY[other]}, but {FAMILY[family]} traffic (to "
                    f"{first.destination}) goes {first.describe()} from {', '.join(sources)}: "
-                   f"your real {FAMILY[family]} address is exposed.")
+                   f"your real {FAMILY[family]} address is exposed."
+                   + (f" Observed: a test packet left {', '.join(obs.clear_on)} in clear."
+                      if method == "observed" and obs is not None else ""))
         fix = (f"Carry {FAMILY[family]} in the tunnel too (route ::/0 or 0.0.0.0/0 into it), or block "
                f"{FAMILY[family]} outside the tunnel while the VPN is up (firewall drop, or disable "
                f"{FAMILY[family]} on {first.interface}).")

@@ -32,12 +32,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from leakcheck.active import Observation
+from leakcheck.active import Probe as ActivePacket
+from leakcheck.active import confirm
 from leakcheck.addrspace import first_public_address
 from leakcheck.netstate import Route
 from leakcheck.oracle import Egress, Path
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
 from leakcheck.report import Guidance
-from leakcheck.tunnel import carries_family, covering_tunnel_route, vpn_endpoints
+from leakcheck.tunnel import covering_tunnel_route, family_gap, vpn_endpoints
 
 FAMILY = {4: "IPv4", 6: "IPv6"}
 
@@ -61,22 +64,31 @@ class RoutesProbe(Probe):
     # -- canaries: the default path -------------------------------------------------
 
     def _canaries(self, ctx: ProbeContext, flagged: set[Any]) -> list[Finding]:
+        checked = [(family, e) for family in (4, 6)
+                   # a family the tunnel does not carry belongs to the ipv6 probe
+                   if not family_gap(ctx.state, ctx.tunnel, family)
+                   for e in ctx.oracle.egress_many([ctx.oracle.query(t) for t in
+                                                    ctx.config.get("canaries", f"ipv{family}")])]
+        observations = ctx.observe([ActivePacket("udp", str(e.destination), 33434) for _, e in checked])
         findings = []
         for family in (4, 6):
-            if ctx.tunnel.up and not carries_family(ctx.state, ctx.tunnel, family):
-                continue  # a family the tunnel does not carry: the ipv6 probe owns it
-            targets = ctx.config.get("canaries", f"ipv{family}")
-            egresses = ctx.oracle.egress_many([ctx.oracle.query(t) for t in targets])
-            leaking = [e for e in egresses if e.outside_tunnel and not ctx.is_allowed_direct(e.destination)
-                       and (e.route is None or e.route.dst not in flagged)]
+            leaking = []
+            for i, (fam, egress) in enumerate(checked):
+                obs = observations[i] if observations else None
+                leaks, method = confirm(egress.outside_tunnel, obs)
+                if (fam != family or not leaks or ctx.is_allowed_direct(egress.destination)
+                        or (egress.route is not None and egress.route.dst in flagged)):
+                    continue
+                leaking.append((egress, obs, method))
             if leaking:
                 findings.append(self._default_finding(ctx, family, leaking))
         return findings
 
-    def _default_finding(self, ctx: ProbeContext, family: int, leaking: list[Egress]) -> Finding:
-        first = leaking[0]
+    def _default_finding(self, ctx: ProbeContext, family: int,
+                         leaking: list[tuple[Egress, Observation | None, str]]) -> Finding:
+        first, obs, method = leaking[0]
         where = first.describe()
-        targets = ", ".join(str(e.destination) for e in leaking)
+        targets = ", ".join(str(e.destination) for e, _, _ in leaking)
         tunnel = ctx.tunnel
         policy_split = tunnel.up and ctx.config.get("policy", "allow_split")
         if tunnel.state == "absent":
@@ -93,10 +105,14 @@ class RoutesProbe(Probe):
                        f"{where}.")
             fix = (f"Route all {FAMILY[family]} traffic into the tunnel (a default or 0/1 + 128/1 route via "
                    f"the tunnel, or AllowedIPs covering everything) and add a kill switch.")
+        if method == "observed" and obs is not None:
+            summary += f" Observed: a test packet left {', '.join(obs.clear_on)} in clear."
         if policy_split:
             summary += " Split tunnelling is allowed by policy (policy.allow_split)."
-        evidence = {"family": FAMILY[family], "tunnel_state": tunnel.state,
-                    "destinations": [str(e.destination) for e in leaking], **first.evidence()}
+        evidence = {"family": FAMILY[family], "tunnel_state": tunnel.state, "method": method,
+                    "destinations": [str(e.destination) for e, _, _ in leaking], **first.evidence()}
+        if obs is not None:
+            evidence["observed"] = obs.evidence()
         return self.finding("routes.default-route-outside-tunnel",
                             Severity.INFO if policy_split else Severity.CRITICAL, summary, evidence, fix,
                             Guidance.FULL_TUNNEL, Effect.INFO if policy_split else Effect.LEAK)

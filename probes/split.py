@@ -12,8 +12,8 @@ reported as CIDRs and as a share of the public address space:
 - `split.egress-map` (info): what else leaves directly and why it is fine:
   private / LAN prefixes, the VPN server's own route, managed exceptions.
 
-Only families the tunnel carries are mapped (an IPv4-only tunnel beside
-IPv6 is the `ipv6` probe's finding). Skipped when no tunnel is up.
+A family the tunnel does not carry while it carries the other is left to
+the `ipv6` probe (an IPv4-only tunnel beside IPv6 is its finding). Skipped when no tunnel is up.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from leakcheck.oracle import Path
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
 from leakcheck.report import Guidance
 from leakcheck.rtnl import Query
-from leakcheck.tunnel import carries_family, vpn_endpoints
+from leakcheck.tunnel import family_gap, vpn_endpoints
 
 FAMILY = {4: "IPv4", 6: "IPv6"}
 MAX_LISTED = 64  # prefixes listed in evidence; the count is always complete
@@ -141,8 +141,8 @@ class SplitProbe(Probe):
                                "reports where traffic goes)")
         findings = []
         for family in (4, 6):
-            if not carries_family(ctx.state, ctx.tunnel, family):
-                continue
+            if family_gap(ctx.state, ctx.tunnel, family):
+                continue  # IPv4-only tunnel beside IPv6 (or the reverse): the ipv6 probe's finding
             emap = build_map(ctx, family)
             if emap.leaking:
                 findings.append(self._leak_finding(ctx, emap))

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help=f"configuration file (default {config_mod.DEFAULT_PATH})")
     parser.add_argument("--probe", metavar="NAME", action="append", default=[],
                         help="run only this probe (repeatable)")
+    parser.add_argument("--passive", action="store_true",
+                        help="send no test packets: judge from routes, rules and resolvers only")
     parser.add_argument("--disruptive", action="store_true",
                         help="allow probes that briefly cut the tunnel (reconnect test)")
     parser.set_defaults(func=execute)
@@ -31,7 +33,8 @@ def execute(args: argparse.Namespace) -> int:
     from leakcheck import engine, render
 
     config = config_mod.load(args.config)
-    report = engine.run(config, engine.RunOptions(probes=tuple(args.probe), disruptive=args.disruptive))
+    report = engine.run(config, engine.RunOptions(probes=tuple(args.probe), disruptive=args.disruptive,
+                                                     passive=args.passive))
     sys.stdout.write(render.render_json(report) + "\n" if args.json else render.render_text(report))
     return int(exit_status(report))
 

@@ -1,0 +1,289 @@
+"""Active evidence: send a uniquely marked packet through the normal socket
+API and watch which interface it leaves by.
+
+Because the packet is sent like an application's (routing, policy rules,
+xfrm and the firewall all apply), an observation beats any inference. Each
+packet carries a nonce, and a small TTL / hop limit so that a leaked canary
+is seen on the local link but never travels far beyond it.
+
+Capture uses scapy sniffers on every interface with a tight BPF filter;
+scapy is imported only when an active check actually runs, and sniffers are
+stopped on every path (finally blocks). Without root, `ActiveUnavailable`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL = 3  # a few hops: past the local gateway, never across the internet
+SETTLE_S = 0.2  # how long to keep listening after the last packet is sent
+SEND_WAIT_S = 0.3  # longest wait for the senders (a DNS lookup may block for seconds)
+READY_TIMEOUT_S = 1.0
+
+
+class ActiveUnavailable(Exception):
+    """Active checks cannot run here (not root, no capture support)."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One packet to send. kind: udp | dns | tcp | icmp."""
+
+    kind: str
+    dst: str
+    port: int = 0
+    uid: int | None = None
+    mark: int | None = None
+    ttl: int = DEFAULT_TTL
+    qname: str | None = None  # dns: the unique name asked through the system resolver
+    nonce: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def matches(self, packet: Any, local_port: int | None) -> bool:
+        """Is this sniffed scapy packet ours? By nonce, or for a TCP SYN by ports."""
+        if self.kind == "tcp":
+            from scapy.layers.inet import TCP
+            return (TCP in packet and packet[TCP].sport == local_port
+                    and packet[TCP].dport == (self.port or 443))
+        return self.nonce.encode() in bytes(packet)
+
+
+@dataclass
+class Observation:
+    probe: Probe
+    clear_on: list[str] = field(default_factory=list)  # non-tunnel interfaces it left by in clear
+    tunnel_on: list[str] = field(default_factory=list)  # tunnel interfaces it was seen on
+    packet: str | None = None  # one-line summary of the first clear packet
+    send_error: str | None = None
+    local_port: int | None = None  # tcp: the source port the kernel chose
+    clear_dst: str | None = None  # destination address of the first clear packet
+
+    @property
+    def outcome(self) -> str:
+        if self.clear_on:
+            return "clear"
+        if self.tunnel_on:
+            return "tunnel"
+        if self.send_error:
+            return "not-sent"
+        return "not-seen"  # blocked, held back by IPsec policy, or encapsulated
+
+    def evidence(self) -> dict[str, object]:
+        out: dict[str, object] = {"method": "active", "packet_kind": self.probe.kind,
+                                  "destination": self.probe.dst, "outcome": self.outcome,
+                                  "ttl": self.probe.ttl}
+        if self.probe.port:
+            out["port"] = self.probe.port
+        if self.probe.qname:
+            out["query_name"] = self.probe.qname
+        if self.clear_on:
+            out["seen_in_clear_on"] = list(self.clear_on)
+            out["sent_to"] = self.clear_dst
+        if self.tunnel_on:
+            out["seen_on_tunnel"] = list(self.tunnel_on)
+        if self.packet:
+            out["packet"] = self.packet
+        if self.send_error:
+            out["send_error"] = self.send_error
+        return out
+
+
+def available() -> str | None:
+    """Why active checks cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "not root (packet capture needs CAP_NET_RAW)"
+    return None
+
+
+def observe(probes: Sequence[Probe], interfaces: Iterable[str], tunnel_interfaces: Iterable[str],
+            dns_zone: str = "") -> list[Observation]:
+    """Send every probe while sniffing `interfaces` (+ tunnels); one capture window."""
+    reason = available()
+    if reason:
+        raise ActiveUnavailable(reason)
+    tunnels = set(tunnel_interfaces)
+    ifaces = sorted(set(interfaces) | tunnels)
+    observations = [Observation(p) for p in probes]
+    from leakcheck.capture import Sniffers  # scapy lives behind this import
+
+    with Sniffers(ifaces, _bpf(probes)) as sniffers:
+        threads = [_send(obs) for obs in observations]
+        # a resolver lookup may block for seconds; its query is out long before
+        deadline = time.monotonic() + SEND_WAIT_S
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        time.sleep(SETTLE_S)
+    for iface, packet in sniffers.packets:
+        for obs in observations:
+            if obs.probe.matches(packet, obs.local_port):
+                _record(obs, iface, packet, iface in tunnels)
+    return observations
+
+
+def _record(obs: Observation, iface: str, packet: Any, on_tunnel: bool) -> None:
+    target = obs.tunnel_on if on_tunnel else obs.clear_on
+    if iface not in target:
+        target.append(iface)
+    if not on_tunnel and obs.packet is None:
+        obs.packet = f"{packet.summary()} (ttl/hlim {_ttl(packet)}) on {iface}"
+        for layer in ("IP", "IPv6"):
+            if packet.haslayer(layer):
+                obs.clear_dst = str(packet.getlayer(layer).dst)
+                break
+
+
+def _ttl(packet: Any) -> object:
+    for layer in ("IP", "IPv6"):
+        if packet.haslayer(layer):
+            inner = packet.getlayer(layer)
+            return getattr(inner, "ttl", None) or getattr(inner, "hlim", None)
+    return None
+
+
+def _bpf(probes: Sequence[Probe]) -> str:
+    hosts = sorted({p.dst for p in probes if p.dst})
+    host_expr = " or ".join(f"dst host {h}" for h in hosts)
+    parts = [f"({host_expr})"] if host_expr else []
+    if any(p.kind == "dns" for p in probes):
+        parts.append("port 53 or port 853")
+    return " or ".join(parts) or "udp"
+
+
+def _send(obs: Observation) -> threading.Thread:
+    thread = threading.Thread(target=_send_now, args=(obs,), daemon=True)
+    thread.start()
+    return thread
+
+
+def _send_now(obs: Observation) -> None:
+    probe = obs.probe
+    try:
+        if probe.uid is not None:
+            _send_as_user(probe)
+        else:
+            obs.local_port = send_packet(probe)
+    except OSError as exc:
+        obs.send_error = f"{type(exc).__name__}: {exc.strerror or exc}"
+    except Exception as exc:  # a send failure is an observation, not a crash
+        obs.send_error = f"{type(exc).__name__}: {exc}"
+
+
+def _send_as_user(probe: Probe) -> None:
+    """Fork, drop to the uid, send: the kernel then routes it as that user's packet."""
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            os.setgroups([])
+            os.setgid(probe.uid)  # type: ignore[arg-type]
+            os.setuid(probe.uid)  # type: ignore[arg-type]
+            send_packet(probe)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError(f"sending as uid {probe.uid} failed")
+
+
+def send_packet(probe: Probe) -> int | None:
+    """Send one probe packet; returns the local port for TCP (to match the SYN)."""
+    payload = b"leakcheck " + probe.nonce.encode()
+    if probe.kind == "dns":
+        _resolve(probe)
+        return None
+    family = socket.AF_INET6 if ipaddress.ip_address(probe.dst).version == 6 else socket.AF_INET
+    if probe.kind == "udp":
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    elif probe.kind == "tcp":
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    elif probe.kind == "icmp":
+        proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+        sock = socket.socket(family, socket.SOCK_RAW, proto)
+    else:
+        raise ValueError(f"unknown packet kind {probe.kind}")
+    with sock:
+        _prepare(sock, family, probe)
+        if probe.kind == "udp":
+            sock.sendto(payload, (probe.dst, probe.port or 33434))
+        elif probe.kind == "tcp":
+            sock.setblocking(False)
+            try:
+                sock.connect((probe.dst, probe.port or 443))
+            except (BlockingIOError, InterruptedError):
+                pass
+            port = sock.getsockname()[1]
+            time.sleep(0.05)  # let the SYN go before the socket closes
+            return port
+        else:
+            icmp_type = 128 if family == socket.AF_INET6 else 8
+            header = struct.pack("!BBHHH", icmp_type, 0, 0, os.getpid() & 0xFFFF, 1)
+            message = header + payload
+            if family == socket.AF_INET:
+                message = header[:2] + struct.pack("!H", _checksum(message)) + header[4:] + payload
+            sock.sendto(message, (probe.dst, 0))
+    return None
+
+
+def _prepare(sock: socket.socket, family: int, probe: Probe) -> None:
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, probe.ttl)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, probe.ttl)
+    if probe.mark is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, probe.mark)
+
+
+def _resolve(probe: Probe) -> None:
+    """Ask the system resolver (libc, so resolv.conf and NSS apply) for a
+    unique name; only where the query leaves matters, not the answer."""
+    try:
+        socket.getaddrinfo(probe.qname or "", None)
+    except (socket.gaierror, UnicodeError):
+        pass
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def unique_name(zone: str) -> tuple[str, str]:
+    """(nonce, name): a name nobody has asked before, under `zone` if set."""
+    nonce = secrets.token_hex(8)
+    return nonce, f"lc-{nonce}.{zone or 'leakcheck-probe.invalid'}"
+
+
+FIREWALL_ERRORS = ("PermissionError", "Operation not permitted", "Permission denied")
+
+
+def blocked_by_firewall(obs: Observation) -> bool:
+    """The kernel refused to send it (an OUTPUT drop/reject: a kill switch)."""
+    return obs.outcome == "not-sent" and any(e in (obs.send_error or "") for e in FIREWALL_ERRORS)
+
+
+def confirm(inferred_leak: bool, obs: Observation | None) -> tuple[bool, str]:
+    """Combine inference with an observation: (leaks, method). An observed
+    clear packet is a leak whatever the routes say; a send the firewall
+    refused is not; otherwise the inference stands."""
+    if obs is None:
+        return inferred_leak, "inferred"
+    if obs.outcome == "clear":
+        return True, "observed"
+    if blocked_by_firewall(obs):
+        return False, "observed"
+    return inferred_leak, "inferred"
