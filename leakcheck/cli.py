@@ -19,6 +19,8 @@ COMMANDS = (
     "leakcheck.commands.run",
     "leakcheck.commands.probes",
     "leakcheck.commands.collector",
+    "leakcheck.commands.enroll",
+    "leakcheck.commands.status",
 )
 
 

@@ -138,6 +138,9 @@ class Report:
     trigger: str
     tunnel: TunnelSummary
     probes: list[ProbeResult]
+    # Additive, optional (schema unchanged): the agent's self-health
+    # {"spool_depth", "dropped", "last_upload", "last_error"}; emitted only when set.
+    agent: dict[str, Any] | None = None
 
     @property
     def verdict(self) -> Verdict:
@@ -155,6 +158,7 @@ class Report:
             "tunnel": self.tunnel.to_dict(),
             "verdict": self.verdict.value,
             "probes": [p.to_dict() for p in self.probes],
+            **({"agent": dict(self.agent)} if self.agent is not None else {}),
         }
 
 

@@ -1,0 +1,128 @@
+"""The on-disk spool: every report lands here before any upload, and leaves
+only once the collector has acknowledged it. Format in the package docstring."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leakcheck.agent.files import fsync_dir, locked, write_atomic
+from leakcheck.agent.state import AgentState, Paths
+
+log = logging.getLogger(__name__)
+ENTRY = re.compile(r"^(\d{20})-([0-9a-f-]{36})\.json$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path
+    spooled_ns: int
+    report_id: str
+    size: int
+
+    def load(self) -> dict[str, Any]:
+        return json.loads(self.path.read_bytes())
+
+
+class Spool:
+    def __init__(self, paths: Paths, max_bytes: int = 64 << 20, max_age_s: float = 30 * 86400):
+        self.paths = paths
+        self.dir = paths.spool
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.state = AgentState(paths)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+
+    def entries(self) -> list[Entry]:
+        """Complete reports, oldest first (temporary files are not entries)."""
+        out = []
+        for name in sorted(os.listdir(self.dir)):
+            match = ENTRY.match(name)
+            if not match:
+                continue
+            path = self.dir / name
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:  # uploaded meanwhile by another process
+                continue
+            out.append(Entry(path, int(match.group(1)), match.group(2), size))
+        return out
+
+    def depth(self) -> int:
+        return len(self.entries())
+
+    def add(self, report: dict[str, Any]) -> Entry:
+        """Spool one report durably, then enforce the bounds (dropping oldest)."""
+        data = json.dumps(report, separators=(",", ":")).encode("utf-8")
+        with locked(self.paths.lock):
+            spooled = max(time.time_ns(), self._newest_ns() + 1)
+            path = self.dir / f"{spooled:020d}-{report['report_id']}.json"
+            write_atomic(path, data)
+            entry = Entry(path, spooled, report["report_id"], len(data))
+            dropped = self._enforce_bounds(keep=entry)
+        if dropped:
+            log.warning("spool full: dropped %d oldest report(s)", dropped)
+            self.state.update(add_dropped=dropped)
+        return entry
+
+    def remove(self, entry: Entry) -> None:
+        """The collector acknowledged it: forget it, durably."""
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            return
+        fsync_dir(self.dir)
+
+    def reject(self, entry: Entry) -> None:
+        """The collector refuses it for good: keep it aside, out of the queue."""
+        target = self.dir / "rejected"
+        target.mkdir(exist_ok=True)
+        try:
+            os.replace(entry.path, target / entry.path.name)
+        except FileNotFoundError:
+            return
+        fsync_dir(self.dir)
+
+    def clean(self) -> int:
+        """Remove temporaries a crash left behind; quarantine unreadable entries."""
+        removed = 0
+        with locked(self.paths.lock):
+            for name in os.listdir(self.dir):
+                if name.startswith(".tmp-"):
+                    (self.dir / name).unlink(missing_ok=True)
+                    removed += 1
+            for entry in self.entries():
+                try:
+                    entry.load()
+                except (OSError, ValueError):
+                    self.reject(entry)
+                    removed += 1
+        return removed
+
+    def _newest_ns(self) -> int:
+        entries = self.entries()
+        return entries[-1].spooled_ns if entries else 0
+
+    def _enforce_bounds(self, keep: Entry) -> int:
+        entries = self.entries()
+        total = sum(e.size for e in entries)
+        oldest_allowed = time.time_ns() - int(self.max_age_s * 1e9)
+        dropped = 0
+        for entry in entries:
+            if entry.path == keep.path:
+                break  # never drop the report just written
+            if total <= self.max_bytes and entry.spooled_ns >= oldest_allowed:
+                break
+            entry.path.unlink(missing_ok=True)
+            total -= entry.size
+            dropped += 1
+        if dropped:
+            fsync_dir(self.dir)
+        return dropped
