@@ -83,7 +83,8 @@ class CollectorProcess:
 
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
-    proc = CollectorProcess(tmp_path)
+    # Rate limiting has its own test; here it would only slow the drains.
+    proc = CollectorProcess(tmp_path, extra=("--rate-limit", "100000"))
     proc.start()
     yield proc
     proc.stop()
