@@ -21,6 +21,7 @@ COMMANDS = (
     "leakcheck.commands.collector",
     "leakcheck.commands.enroll",
     "leakcheck.commands.status",
+    "leakcheck.commands.agent",
 )
 
 

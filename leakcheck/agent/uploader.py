@@ -152,32 +152,32 @@ class UploadWorker(threading.Thread):
         self.spool = spool
         self.make_uploader = make_uploader
         self._kick = threading.Event()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def kick(self) -> None:
         self._kick.set()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self._kick.set()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             self._kick.wait()
             self._kick.clear()
-            if self._stop.is_set():
+            if self._stopping.is_set():
                 return
             uploader = self.make_uploader()
             if uploader is None:
                 continue
             try:
-                result = uploader.drain(self.spool, wait=self._stop.wait)
+                result = uploader.drain(self.spool, wait=self._stopping.wait)
                 if result.delivered or result.error:
                     log.info("upload: %d delivered, %d left%s", result.delivered, result.remaining,
                              f", last error: {result.error}" if result.error else "")
                 if result.error and result.error.startswith("unauthorized"):
                     # Retry later anyway: an operator may re-enroll meanwhile.
-                    self._stop.wait(300)
+                    self._stopping.wait(300)
                     self._kick.set()
             except Exception:  # the agent must outlive any upload bug
                 log.exception("uploader failed")
