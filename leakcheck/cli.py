@@ -22,6 +22,7 @@ COMMANDS = (
     "leakcheck.commands.enroll",
     "leakcheck.commands.status",
     "leakcheck.commands.agent",
+    "leakcheck.commands.fleet",
 )
 
 
