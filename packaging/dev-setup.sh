@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runtime=(python3 python3-venv python3-dev build-essential iproute2 nftables wireguard-tools)
-lab=(wireguard-go tcpdump postgresql)
+# chromium: the collector's web page is tested in a real headless browser.
+lab=(wireguard-go tcpdump postgresql chromium)
 packages=("${runtime[@]}")
 [ "${1:-}" = "--test" ] && packages+=("${lab[@]}")
 

@@ -13,9 +13,9 @@ fi
 
 bash packaging/dev-setup.sh --test
 
-# Services the collector tests use.
-if command -v pg_ctlcluster >/dev/null 2>&1; then
-  bash tests/services/postgres.sh
-fi
+# Services the collector tests use: a real PostgreSQL (the tests fail, not
+# skip, without it), reached through LEAKCHECK_TEST_PG.
+bash tests/services/postgres.sh
+export LEAKCHECK_TEST_PG="${LEAKCHECK_TEST_PG:-postgresql://leakcheck:leakcheck@localhost/leakcheck_test}"
 
 exec .venv/bin/python -m pytest -p no:cacheprovider -q "$@"
