@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import timedelta
 
 from leakcheck import config as config_mod
 from leakcheck.agent.delivery import make_uploader, open_spool, spool_report
@@ -20,7 +21,10 @@ def test_fleet_views(tmp_path, collector, capsys):
     config = config_mod.load(cfg)
     spool = open_spool(config)
     scheduled = synthetic("schedule")
-    leaking = synthetic("network-change")  # started later: the device's latest state
+    leaking = synthetic("network-change")
+    # Started a second later: it is the device's latest state (times have ms resolution).
+    leaking.started_at = scheduled.started_at + timedelta(seconds=1)
+    leaking.finished_at = leaking.started_at + timedelta(seconds=1)
     leaking.probes = [ProbeResult("dns", Status.LEAK, 5, [Finding(
         "dns.resolver-outside-tunnel", Severity.HIGH, "DNS to the ISP.", {"resolver": "192.0.2.53"},
         "Use the tunnel's resolver.", "NCSC")])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Iterator, Literal, Optional
+from typing import Iterator, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
@@ -21,8 +21,8 @@ COLUMNS = ("report_id", "device_id", "started_at", "finished_at", "trigger", "ve
 
 @router.get("/export", response_class=StreamingResponse,
             responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}})
-def export(format: Literal["csv", "json"] = Query("csv"), since: Optional[str] = Since,
-           until: Optional[str] = Until, store: Store = Depends(get_store)) -> StreamingResponse:
+def export(format: Literal["csv", "json"] = Query("csv"), since: Since = None,
+           until: Until = None, store: Store = Depends(get_store)) -> StreamingResponse:
     rows = store.export(epoch(since), epoch(until))
     if format == "json":
         return StreamingResponse((json.dumps(r) + "\n" for r in rows), media_type="application/x-ndjson")

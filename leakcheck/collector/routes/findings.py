@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Depends, Query
 
-from leakcheck.collector.contract import RFC3339, parse_time
+from leakcheck.collector.contract import Time, parse_time
 from leakcheck.collector.deps import analyst_principal, get_store
 from leakcheck.collector.store import Store
 
 router = APIRouter(prefix="/api/v1", tags=["findings"], dependencies=[Depends(analyst_principal)])
 
-Since = Query(None, pattern=RFC3339, description="RFC 3339; findings of reports started at or after")
-Until = Query(None, pattern=RFC3339, description="RFC 3339; findings of reports started before")
+# Time = the RFC 3339 pattern plus a real-date check (0000-00-00 is refused, not a 500).
+Since = Annotated[Optional[Time], Query(description="RFC 3339; reports started at or after")]
+Until = Annotated[Optional[Time], Query(description="RFC 3339; reports started before")]
 
 
 def epoch(text: Optional[str]) -> Optional[float]:
@@ -25,7 +26,7 @@ def list_findings(probe: Optional[str] = Query(None, pattern=r"^[a-z0-9]+(?:-[a-
                   finding_id: Optional[str] = Query(None, max_length=128,
                                                     pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*\.[a-z0-9]+(?:-[a-z0-9]+)*$"),
                   device_id: Optional[str] = Query(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"),
-                  since: Optional[str] = Since, until: Optional[str] = Until,
+                  since: Since = None, until: Until = None,
                   limit: int = Query(500, ge=1, le=10_000), offset: int = Query(0, ge=0, le=10_000_000),
                   store: Store = Depends(get_store)) -> list[dict[str, Any]]:
     return store.findings(probe, finding_id, epoch(since), epoch(until), device_id, limit, offset)
