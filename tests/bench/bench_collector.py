@@ -1,0 +1,221 @@
+"""Collector benchmarks (a script, not a test).
+
+    python tests/bench/bench_collector.py ingest [--db sqlite|postgresql] [--workers 2]
+    python tests/bench/bench_collector.py summary [--db ...] [--reports 1000000 --devices 20000]
+
+ingest: reports/s sustained from concurrent client processes on loopback,
+through the real HTTP stack (uvicorn workers, validation, auth, storage).
+summary: fleet-summary latency over a database filled directly with
+`--reports` reports from `--devices` devices (filling over HTTP would take
+far longer than the query being measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+PG = os.environ.get("LEAKCHECK_TEST_PG", "postgresql://leakcheck:leakcheck@localhost/leakcheck_test")
+SECRET = "bench-enrollment-secret-0123456789"
+
+
+def database(kind: str, tmp: Path) -> str:
+    if kind == "sqlite":
+        return str(tmp / "bench.sqlite3")
+    from tests.collector.conftest import reset_postgres
+    reset_postgres(PG)
+    return PG
+
+
+def report(device_id: str, when: datetime, leak: bool) -> dict:
+    started = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    finding = [{"id": "dns.resolver-outside-tunnel", "severity": "high", "summary": "DNS leaks.",
+                "evidence": {"resolver": "192.0.2.53"}, "recommendation": "Fix.", "guidance": "NCSC"}]
+    return {"schema": "leakcheck.report/1", "report_id": str(uuid.uuid4()), "agent_version": "0.1.0",
+            "device": {"id": device_id, "hostname": device_id, "os": "linux", "os_version": "Debian 12"},
+            "started_at": started, "finished_at": started, "trigger": "schedule",
+            "tunnel": {"state": "up", "kind": "wireguard", "interfaces": ["wg0"]},
+            "verdict": "leak" if leak else "pass",
+            "probes": [{"probe": "dns", "status": "leak" if leak else "pass", "duration_ms": 5,
+                        "findings": finding if leak else [], "error": None},
+                       {"probe": "routes", "status": "pass", "duration_ms": 3, "findings": [], "error": None}],
+            "agent": {"spool_depth": 0, "dropped": 0, "last_upload": None, "last_error": None}}
+
+
+def client(port: int, jobs: list[tuple[str, bytes]], out: multiprocessing.Queue) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    failures = 0
+    for token, body in jobs:
+        conn.request("POST", "/api/v1/reports", body=body,
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        failures += response.status not in (200, 201)
+    out.put(failures)
+
+
+def ingest(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="lcbench-"))
+    db = database(args.db, tmp)
+    (tmp / "secret").write_text(SECRET)
+    port = 18000 + random.randrange(1000)
+    server = subprocess.Popen([sys.executable, "-m", "leakcheck", "collector", "serve", "--db", db,
+                               "--port", str(port), "--workers", str(args.workers), "--enroll-secret-file",
+                               str(tmp / "secret"), "--rate-limit", "1000000"], cwd=ROOT)
+    try:
+        for _ in range(200):
+            try:
+                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/healthz")
+                break
+            except OSError:
+                time.sleep(0.1)
+        tokens = []
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        for i in range(args.devices):
+            conn.request("POST", "/api/v1/enroll", body=json.dumps({
+                "secret": SECRET, "instance": f"bench-instance-{i:08d}",
+                "device": {"id": f"bench-{i}", "hostname": f"bench-{i}", "os": "linux", "os_version": "x"}}),
+                headers={"Content-Type": "application/json"})
+            tokens.append(json.loads(conn.getresponse().read())["token"])
+        now = datetime.now(timezone.utc)
+        jobs = [(tokens[i % args.devices], json.dumps(report(f"bench-{i % args.devices}",
+                                                              now - timedelta(seconds=i), i % 7 == 0)).encode())
+                for i in range(args.count)]
+        queue: multiprocessing.Queue = multiprocessing.Queue()
+        shares = [jobs[k::args.clients] for k in range(args.clients)]
+        procs = [multiprocessing.Process(target=client, args=(port, share, queue)) for share in shares]
+        start = time.perf_counter()
+        for p in procs:
+            p.start()
+        failures = sum(queue.get() for _ in procs)
+        elapsed = time.perf_counter() - start
+        for p in procs:
+            p.join()
+        print(f"ingest [{args.db}, {args.workers} worker(s), {args.clients} clients, {args.devices} devices]: "
+              f"{args.count} reports in {elapsed:.1f} s = {args.count / elapsed:.0f} reports/s "
+              f"({failures} failed)")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def fill(db: str, reports: int, devices: int) -> None:
+    """Bulk-load the tables the way submissions would have left them."""
+    from sqlalchemy import insert
+
+    from leakcheck.collector.db import make_engine
+    from leakcheck.collector.schema import (current_findings, daily_verdicts, devices as dev_t,
+                                            findings, migrate, reports as rep_t)
+    from leakcheck.collector.settings import database_url
+
+    engine = make_engine(database_url(db))
+    migrate(engine)
+    rng = random.Random(1)
+    now = time.time()
+    per_day: dict[tuple[str, str], int] = {}
+    batch = 20000
+    with engine.begin() as conn:
+        conn.execute(insert(dev_t), [dict(
+            device_id=f"d{i}", hostname=f"host-{i}", os=rng.choice(["linux", "darwin", "windows"]),
+            os_version="x", instance=f"i{i}", enrolled_at=now - 90 * 86400, last_seen=now,
+            last_report_id=None, last_started_at=now - rng.uniform(0, 3 * 86400),
+            last_verdict=rng.choice(["pass"] * 8 + ["leak", "warn"]), last_trigger="schedule",
+            tunnel_state="up", tunnel_kind="wireguard", agent_version="0.1.0", spool_depth=0, dropped=0,
+            reconnect_s=rng.choice([None, None, rng.uniform(1, 60)]), rl_window=0, rl_count=0)
+            for i in range(devices)])
+        conn.execute(insert(current_findings), [dict(device_id=f"d{i}", finding_id=rng.choice(
+            ["dns.resolver-outside-tunnel", "routes.default-route-outside-tunnel", "ipv6.ipv6-outside-tunnel"]),
+            probe="dns") for i in range(0, devices, 7)])
+    done = 0
+    body = json.dumps(report("d0", datetime.now(timezone.utc), False))
+    while done < reports:
+        rows, frows = [], []
+        for k in range(min(batch, reports - done)):
+            n = done + k
+            started = now - (n / reports) * 60 * 86400
+            verdict = "leak" if n % 9 == 0 else "pass"
+            rid = str(uuid.UUID(int=n + 1))
+            rows.append(dict(report_id=rid, device_id=f"d{n % devices}", received_at=started,
+                             started_at=started, finished_at=started + 2, trigger="schedule",
+                             verdict=verdict, tunnel_state="up", tunnel_kind="wireguard",
+                             agent_version="0.1.0", reconnect_s=None, body=body))
+            if verdict == "leak":
+                frows.append(dict(report_id=rid, device_id=f"d{n % devices}", probe="dns",
+                                  finding_id="dns.resolver-outside-tunnel", severity="high",
+                                  summary="DNS leaks.", started_at=started))
+            day = datetime.fromtimestamp(started, timezone.utc).date().isoformat()
+            per_day[(day, verdict)] = per_day.get((day, verdict), 0) + 1
+        with engine.begin() as conn:
+            conn.execute(insert(rep_t), rows)
+            if frows:
+                conn.execute(insert(findings), frows)
+        done += len(rows)
+    with engine.begin() as conn:
+        conn.execute(insert(daily_verdicts), [dict(day=d, verdict=v, reports=c) for (d, v), c in per_day.items()])
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE")
+    engine.dispose()
+
+
+def summary(args: argparse.Namespace) -> None:
+    from fastapi.testclient import TestClient
+
+    from leakcheck.collector.app import create_app
+    from leakcheck.collector.settings import Settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="lcbench-"))
+    db = database(args.db, tmp)
+    t0 = time.perf_counter()
+    fill(db, args.reports, args.devices)
+    print(f"filled {args.reports} reports from {args.devices} devices in {time.perf_counter() - t0:.0f} s")
+    app = create_app(Settings(db=db))
+    token = app.state.store.create_token("analyst", None, "bench")
+    with TestClient(app) as http_client:
+        times = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            response = http_client.get("/api/v1/fleet/summary", headers={"Authorization": f"Bearer {token}"})
+            times.append(time.perf_counter() - t)
+            assert response.status_code == 200
+        data = response.json()
+    assert data["devices"] == args.devices
+    print(f"fleet summary [{args.db}] over {args.reports} reports / {args.devices} devices: "
+          f"median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms "
+          f"({args.repeat} requests, HTTP in-process)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="what", required=True)
+    a = sub.add_parser("ingest")
+    a.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    a.add_argument("--workers", type=int, default=2)
+    a.add_argument("--clients", type=int, default=8)
+    a.add_argument("--devices", type=int, default=200)
+    a.add_argument("--count", type=int, default=10000)
+    b = sub.add_parser("summary")
+    b.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    b.add_argument("--reports", type=int, default=1_000_000)
+    b.add_argument("--devices", type=int, default=20_000)
+    b.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    (ingest if args.what == "ingest" else summary)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
