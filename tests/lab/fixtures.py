@@ -19,20 +19,36 @@ tests/lab/captures/<test id>/ (gitignored).
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Iterator
 
 import pytest
 
+from tests.lab import linux
 from tests.lab.scenarios import Scenario, ScenarioError
 from tests.lab.topology import CAPTURES_DIR, Lab, LabError
 
 _LABS: list[Lab] = []
+_EARLY_NOTES: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario(style, *faults): the lab scenario the `lab` fixture "
                                        "resets the laptop to (default: wg-quick)")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """If any lab test will run, give this process its private /run/wireguard now: it
+    needs a process without threads, and tests that run before the lab's (a browser
+    driver, a thread pool) may leave some behind. Failing here is not fatal: the
+    lab then shares the machine's /run/wireguard and says so if that is busy."""
+    if any("lab_session" in getattr(item, "fixturenames", ()) for item in items) and os.geteuid() == 0:
+        try:
+            linux.private_mounts()
+        except OSError as exc:
+            _EARLY_NOTES.append(f"could not isolate /run/wireguard at collection: {exc}")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -43,6 +59,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    for note in _EARLY_NOTES:
+        terminalreporter.write_line(f"leakcheck lab note: {note}")
     for lab in _LABS:
         times = lab.reset_seconds
         line = f"leakcheck lab {lab.tag}: built in {lab.build_seconds or 0:.2f}s"

@@ -114,10 +114,20 @@ class MountState:
         self.cwd = cwd
 
 
-def private_mounts() -> MountState:
-    """Enter a new mount namespace with a private tmpfs on /run/wireguard.
+_private: MountState | None = None
 
-    Raises OSError if the kernel refuses (e.g. the process has threads)."""
+
+def private_mounts() -> MountState:
+    """Enter a new mount namespace with a private tmpfs on /run/wireguard (once per
+    process: later calls return the same state).
+
+    Raises OSError if the kernel refuses: unshare(CLONE_NEWNS) needs a process
+    without threads, which is why the pytest plugin calls this right after
+    collection, before any test can start one."""
+    global _private
+    if _private is not None:
+        return _private
+    ensure_shared_netns_dir()  # while still in the host's mount namespace
     WIREGUARD_RUN_DIR.mkdir(parents=True, exist_ok=True)
     original = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     cwd = os.getcwd()
@@ -126,6 +136,7 @@ def private_mounts() -> MountState:
     except OSError:
         os.close(original)
         raise
+    state = MountState(original, cwd)
     try:
         point, optional = _covering_mount(str(WIREGUARD_RUN_DIR))
         if any(f.startswith("shared:") for f in optional):
@@ -134,16 +145,31 @@ def private_mounts() -> MountState:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", "leakcheck-lab",
                         str(WIREGUARD_RUN_DIR)], check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as exc:
-        state = MountState(original, cwd)
-        restore_mounts(state)
+        _private = state
+        restore_mounts()
         detail = exc.stderr.decode(errors="replace").strip() if isinstance(exc, subprocess.CalledProcessError) \
             else str(exc)
         raise OSError(errno.EPERM, f"private /run/wireguard: {detail}") from None
-    return MountState(original, cwd)
+    _private = state
+    return state
 
 
-def restore_mounts(state: MountState) -> None:
-    """Back to the mount namespace we came from (our private one then goes away)."""
+def in_private_mounts() -> bool:
+    return _private is not None
+
+
+def restore_mounts() -> None:
+    """Back to the mount namespace we came from (our private one then goes away).
+
+    A process that has started threads meanwhile cannot switch back; it then
+    keeps its private /run/wireguard (empty once the lab is gone) until it exits."""
+    global _private
+    state, _private = _private, None
+    if state is None:
+        return
+    if len(os.listdir("/proc/self/task")) > 1:
+        os.close(state.original_ns_fd)
+        return
     try:
         _setns(state.original_ns_fd, CLONE_NEWNS)
         os.chdir(state.cwd)

@@ -490,7 +490,6 @@ class Lab:
         self._sockets: list[socket.socket] = []
         self._undo: list[Step] = []
         self._lock_fd: int | None = None
-        self._mounts: linux.MountState | None = None
         self._built = False
         self._closed = False
         self._seq = 0
@@ -642,7 +641,7 @@ class Lab:
 
     def _isolate_wireguard_dir(self) -> None:
         try:
-            self._mounts = linux.private_mounts()
+            linux.private_mounts()
             self.private_wireguard_dir = True
             return
         except OSError as exc:
@@ -768,9 +767,8 @@ table inet leakcheck_lab {
                     path.unlink(missing_ok=True)
 
     def _restore_mounts(self) -> None:
-        if self._mounts is not None:
-            state, self._mounts = self._mounts, None
-            linux.restore_mounts(state)
+        if self.private_wireguard_dir:
+            linux.restore_mounts()
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
