@@ -300,6 +300,20 @@ class NetState:
     def rules_for(self, family: int) -> list[Rule]:
         return sorted((r for r in self.rules if r.family == family), key=lambda r: r.priority)
 
+    def own_ipv6_lans(self) -> list[IPNetwork]:
+        """IPv6 on-link prefixes (/64 or longer) holding one of this host's own
+        addresses on that link: the local network itself. IPv6 LANs are global
+        space by design, so unlike a public IPv4 LAN this is not a LocalNet sign."""
+        out = []
+        for route in self.routes:
+            if (route.family != 6 or route.type != "unicast" or route.dst.prefixlen < 64
+                    or any(h.gateway for h in route.nexthops) or len(route.ifnames) != 1):
+                continue
+            mine = [a for a in self.addresses_of(route.ifnames[0], 6) if a.address in route.dst]
+            if mine and route.dst not in out:
+                out.append(route.dst)
+        return out
+
     def out_policies(self, family: int | None = None) -> list[XfrmPolicy]:
         return sorted((p for p in self.xfrm_policies if p.direction == "out"
                        and (family is None or p.dst.version == family)), key=lambda p: p.priority)

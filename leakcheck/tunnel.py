@@ -139,9 +139,19 @@ def covering_tunnel_route(state: NetState, tunnel: Tunnel, addr, shorter_than: i
     return None
 
 
+def carries_default(state: NetState, tunnel: Tunnel, family: int) -> bool:
+    """Does the tunnel take this family's default path (0/0, or two /1s as
+    OpenVPN's def1 does, or an xfrm policy that broad)?"""
+    if not tunnel.up:
+        return False
+    if any(r.dst.prefixlen <= 1 for r in tunnel_routes(state, tunnel, family)):
+        return True
+    return any(p.protects and p.dst.prefixlen <= 1 for p in state.out_policies(family))
+
+
 def family_gap(state: NetState, tunnel: Tunnel, family: int) -> bool:
-    """The tunnel carries the other IP family but not this one: the case the
-    ipv6 probe owns (routes and split leave this family to it)."""
+    """A full tunnel for the other IP family that carries none of this one:
+    the case the ipv6 probe owns (routes and split leave this family to it).
+    A tunnel split for both families is the split probe's, not this."""
     other = 6 if family == 4 else 4
-    return (tunnel.up and carries_family(state, tunnel, other)
-            and not carries_family(state, tunnel, family))
+    return carries_default(state, tunnel, other) and not carries_family(state, tunnel, family)

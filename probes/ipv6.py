@@ -27,7 +27,7 @@ from leakcheck.errors import ProbeSkipped
 from leakcheck.oracle import Egress
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
 from leakcheck.report import Guidance
-from leakcheck.tunnel import carries_family
+from leakcheck.tunnel import family_gap
 
 FAMILY = {4: "IPv4", 6: "IPv6"}
 LEAK_IDS = {6: "ipv6.ipv6-outside-ipv4-only-tunnel", 4: "ipv6.ipv4-outside-ipv6-only-tunnel"}
@@ -44,10 +44,9 @@ class Ipv6Probe(Probe):
     def run(self, ctx: ProbeContext) -> list[Finding]:
         if not ctx.tunnel.up:
             raise ProbeSkipped("no tunnel is up (the routes probe reports where each family goes)")
-        carried = {f: carries_family(ctx.state, ctx.tunnel, f) for f in (4, 6)}
         findings = []
         for family, other in ((6, 4), (4, 6)):
-            if carried[family] or not carried[other]:
+            if not family_gap(ctx.state, ctx.tunnel, family):
                 continue
             finding = self._check_family(ctx, family, other)
             if finding is not None:

@@ -29,7 +29,7 @@ default path beside an IPv4-only tunnel (and the reverse) belongs to the
 
 from __future__ import annotations
 
-import ipaddress
+from dataclasses import dataclass
 from typing import Any
 
 from leakcheck.active import Observation
@@ -45,6 +45,17 @@ from leakcheck.tunnel import covering_tunnel_route, family_gap, vpn_endpoints
 FAMILY = {4: "IPv4", 6: "IPv6"}
 
 
+@dataclass(frozen=True)
+class Canary:
+    """One canary destination: the kernel's answer and, when active checks
+    run, what a real test packet did."""
+
+    egress: Egress
+    observation: Observation | None
+    leaks: bool
+    method: str  # observed | inferred
+
+
 class RoutesProbe(Probe):
     """Is internet traffic routed into the tunnel? Default path, TunnelVision
     routes, public "local networks" and the VPN server route."""
@@ -56,39 +67,43 @@ class RoutesProbe(Probe):
 
     def run(self, ctx: ProbeContext) -> list[Finding]:
         endpoints = vpn_endpoints(ctx.state)
-        route_findings, flagged = self._specific_routes(ctx, endpoints)
-        findings = self._canaries(ctx, flagged) + route_findings
+        canaries = self._observe_canaries(ctx)
+        route_findings, flagged = self._specific_routes(ctx, endpoints, canaries)
+        findings = self._canaries(ctx, canaries, flagged) + route_findings
         findings += self._server_routes(ctx, endpoints)
         return findings
 
     # -- canaries: the default path -------------------------------------------------
 
-    def _canaries(self, ctx: ProbeContext, flagged: set[Any]) -> list[Finding]:
-        checked = [(family, e) for family in (4, 6)
-                   # a family the tunnel does not carry belongs to the ipv6 probe
-                   if not family_gap(ctx.state, ctx.tunnel, family)
-                   for e in ctx.oracle.egress_many([ctx.oracle.query(t) for t in
-                                                    ctx.config.get("canaries", f"ipv{family}")])]
-        observations = ctx.observe([ActivePacket("udp", str(e.destination), 33434) for _, e in checked])
+    def _observe_canaries(self, ctx: ProbeContext) -> list[Canary]:
+        """Kernel answer for every canary, plus a test packet to each (one capture window)."""
+        egresses = [e for family in (4, 6)
+                    # a family the tunnel does not carry belongs to the ipv6 probe
+                    if not family_gap(ctx.state, ctx.tunnel, family)
+                    for e in ctx.oracle.egress_many([ctx.oracle.query(t) for t in
+                                                     ctx.config.get("canaries", f"ipv{family}")])]
+        observations = ctx.observe([ActivePacket("udp", str(e.destination), 33434) for e in egresses])
+        out = []
+        for i, egress in enumerate(egresses):
+            obs = observations[i] if observations else None
+            leaks, method = confirm(egress.outside_tunnel, obs)
+            out.append(Canary(egress, obs, leaks, method))
+        return out
+
+    def _canaries(self, ctx: ProbeContext, canaries: list[Canary], flagged: set[Any]) -> list[Finding]:
         findings = []
         for family in (4, 6):
-            leaking = []
-            for i, (fam, egress) in enumerate(checked):
-                obs = observations[i] if observations else None
-                leaks, method = confirm(egress.outside_tunnel, obs)
-                if (fam != family or not leaks or ctx.is_allowed_direct(egress.destination)
-                        or (egress.route is not None and egress.route.dst in flagged)):
-                    continue
-                leaking.append((egress, obs, method))
+            leaking = [c for c in canaries if c.egress.destination.version == family and c.leaks
+                       and not ctx.is_allowed_direct(c.egress.destination)
+                       and not (c.egress.route is not None and c.egress.route.dst in flagged)]
             if leaking:
                 findings.append(self._default_finding(ctx, family, leaking))
         return findings
 
-    def _default_finding(self, ctx: ProbeContext, family: int,
-                         leaking: list[tuple[Egress, Observation | None, str]]) -> Finding:
-        first, obs, method = leaking[0]
+    def _default_finding(self, ctx: ProbeContext, family: int, leaking: list[Canary]) -> Finding:
+        first, obs, method = leaking[0].egress, leaking[0].observation, leaking[0].method
         where = first.describe()
-        targets = ", ".join(str(e.destination) for e, _, _ in leaking)
+        targets = ", ".join(str(c.egress.destination) for c in leaking)
         tunnel = ctx.tunnel
         policy_split = tunnel.up and ctx.config.get("policy", "allow_split")
         if tunnel.state == "absent":
@@ -110,7 +125,7 @@ class RoutesProbe(Probe):
         if policy_split:
             summary += " Split tunnelling is allowed by policy (policy.allow_split)."
         evidence = {"family": FAMILY[family], "tunnel_state": tunnel.state, "method": method,
-                    "destinations": [str(e.destination) for e, _, _ in leaking], **first.evidence()}
+                    "destinations": [str(c.egress.destination) for c in leaking], **first.evidence()}
         if obs is not None:
             evidence["observed"] = obs.evidence()
         return self.finding("routes.default-route-outside-tunnel",
@@ -133,10 +148,12 @@ class RoutesProbe(Probe):
                 out.append((route, probe_addr))
         return out
 
-    def _specific_routes(self, ctx: ProbeContext, endpoints: set[str]) -> tuple[list[Finding], set[Any]]:
+    def _specific_routes(self, ctx: ProbeContext, endpoints: set[str],
+                         canaries: list[Canary]) -> tuple[list[Finding], set[Any]]:
         if not ctx.tunnel.up:
             return [], set()  # without a tunnel every route is direct: the default finding says so
-        candidates = self._candidates(ctx, endpoints)
+        own_lans = ctx.state.own_ipv6_lans()
+        candidates = [(r, a) for r, a in self._candidates(ctx, endpoints) if r.dst not in own_lans]
         egresses = ctx.oracle.egress_many([ctx.oracle.query(a) for _, a in candidates])
         findings, flagged = [], set()
         allow_split = ctx.config.get("policy", "allow_split")
@@ -149,24 +166,29 @@ class RoutesProbe(Probe):
             on_link = not any(h.gateway for h in route.nexthops)
             if covering is None and (allow_split or not on_link):
                 continue  # a prefix the tunnel never meant to carry: the split probe reports it
-            findings.append(self._route_finding(ctx, route, egress, covering, on_link))
+            affected = [c for c in canaries if c.egress.destination in route.dst]
+            findings.append(self._route_finding(route, egress, covering, on_link, affected))
             flagged.add(route.dst)
         return findings, flagged
 
-    def _route_finding(self, ctx: ProbeContext, route: Route, egress: Egress, covering: Any,
-                       on_link: bool) -> Finding:
-        canaries = [c for fam in ("ipv4", "ipv6") for c in ctx.config.get("canaries", fam)
-                    if ipaddress.ip_address(c) in route.dst]
+    def _route_finding(self, route: Route, egress: Egress, covering: Any, on_link: bool,
+                       affected: list[Canary]) -> Finding:
+        seen = next((c.observation for c in affected if c.method == "observed" and c.leaks), None)
         evidence = {**route.evidence(), **egress.evidence(), "probe_address": str(egress.destination),
-                    "canaries_affected": canaries}
+                    "canaries_affected": [str(c.egress.destination) for c in affected],
+                    "method": "observed" if seen else "inferred"}
         evidence["route"] = route.describe()
+        if seen is not None:
+            evidence["observed"] = seen.evidence()
+        observed = (f" Observed: a test packet to {seen.probe.dst} left {', '.join(seen.clear_on)} in clear."
+                    if seen is not None else "")
         if covering is not None:
             evidence["covering_route"] = covering.describe()
         iface = ", ".join(route.ifnames)
         if on_link:
             summary = (f"The local network {route.dst} on {iface} is public address space, so traffic to "
                        f"those public addresses goes straight out of {iface} instead of the tunnel "
-                       f"(LocalNet attack, TunnelCrack).")
+                       f"(LocalNet attack, TunnelCrack).{observed}")
             fix = (f"Do not exempt public 'local network' prefixes from the VPN: disable LAN access in "
                    f"the VPN client, or exempt only private ranges; treat {route.dst} on this network as hostile.")
             return self.finding("routes.public-local-network", Severity.HIGH, summary, evidence, fix,
@@ -175,7 +197,7 @@ class RoutesProbe(Probe):
         summary = (f"A route on {iface} ({route.describe()}) is more specific than the tunnel's route{beats}: "
                    f"traffic to {route.dst} goes {egress.describe()}"
                    + (" (TunnelVision, CVE-2024-3661: pushed by DHCP option 121)." if route.protocol == "dhcp"
-                      else " (TunnelVision-style route)."))
+                      else " (TunnelVision-style route).") + observed)
         fix = (f"Remove the route ({route.describe()}); stop accepting classless static routes "
                f"(DHCP option 121) on untrusted networks, and add a firewall kill switch that drops "
                f"traffic leaving {iface} except to the VPN server.")

@@ -75,11 +75,13 @@ def build_map(ctx: ProbeContext, family: int) -> EgressMap:
     version_cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
     public = public_intervals(family)
     private = [to_interval(n) for n in PRIVATE_ROUTABLE if n.version == family]
+    # the host's own IPv6 LAN is global space but local: accounted like private space
+    private += [to_interval(n) for n in ctx.state.own_ipv6_lans() if n.version == family]
     allowed = [to_interval(n) for n in ctx.allowed_direct if n.version == family]
     endpoints = [ipaddress.ip_address(e) for e in vpn_endpoints(ctx.state)]
     servers = [(int(e), int(e) + 1) for e in endpoints if e.version == family]
     cuts = boundaries(ctx, family, public + private + allowed + servers)
-    todo = pieces(cuts, sorted(public + private))
+    todo = pieces(cuts, union(public + private))
     queries = [Query(dst=version_cls(start)) for start, _ in todo]
     egresses = ctx.oracle.egress_many(queries, explain=False)
     emap = EgressMap(family=family, lookups=len(queries))
@@ -91,11 +93,22 @@ def build_map(ctx: ProbeContext, family: int) -> EgressMap:
             emap.server.append(piece)
         elif _inside(start, end, allowed):
             emap.allowed.append(piece)
-        elif _inside(start, end, private):
+        elif any(s <= start < e for s, e in private):
             emap.private.append(piece)
         else:
             emap.leaking.append(piece)
     return emap
+
+
+def union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, overlapping intervals merged."""
+    out: list[list[int]] = []
+    for start, end in sorted(intervals):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(s, e) for s, e in out]
 
 
 def _inside(start: int, end: int, intervals: list[tuple[int, int]]) -> bool:
@@ -122,8 +135,15 @@ def merged_cidrs(family: int, pieces_: list[tuple[int, int, str]],
 
 
 def share(part: int, whole: int) -> str:
-    pct = 100.0 * part / whole if whole else 0.0
-    return f"{pct:.4g}%"
+    """A percentage that never rounds a partial share to 0% or 100%."""
+    if not whole or part == 0:
+        return "0%"
+    if part == whole:
+        return "100%"
+    text = f"{100.0 * part / whole:.4f}".rstrip("0").rstrip(".")
+    if text in ("0", "100"):
+        return "<0.0001%" if text == "0" else ">99.9999%"
+    return text + "%"
 
 
 class SplitProbe(Probe):
