@@ -4,8 +4,10 @@ Answers every A query with one fixed IPv4 address and every AAAA query with
 one fixed IPv6 address (other types: NOERROR, no answer), and appends one
 JSON line per query to a log file:
 
-    {"time": 1700000000.1, "server": "vpn", "dst": "100.100.0.1",
-     "src": "100.100.0.2", "sport": 40000, "qname": "example.com", "qtype": "A", "id": 4660}
+    {"time": 1700000000.1, "server": "vpn", "dst": "100.100.0.1", "src": "100.100.0.2",
+     "sport": 40000, "name": "example.com", "qname": "example.com", "qtype": "A", "id": 4660}
+
+("qname" is the same as "name", lower-cased, without the trailing dot.)
 
 UDP only, standard library only, runnable as a script (the lab starts it
 with `ip netns exec NS python3 tests/lab/dnsd.py ...`). Listening sockets
@@ -98,7 +100,8 @@ def build_response(query: bytes, answer_v4: str, answer_v6: str) -> tuple[bytes,
         count = 1
     out_flags = 0x8000 | (opcode << 11) | 0x0400 | (flags & 0x0100) | 0x0080 | rcode
     header = struct.pack("!HHHHHH", ident, out_flags, 1, count, 0, 0)
-    record = {"qname": name.lower().rstrip(".") or ".", "qtype": QTYPES.get(qtype, str(qtype)), "id": ident}
+    qname = name.lower().rstrip(".") or "."
+    record = {"name": qname, "qname": qname, "qtype": QTYPES.get(qtype, str(qtype)), "id": ident}
     return header + question + answers, record
 
 

@@ -177,7 +177,7 @@ def test_corporate_resolver_logs_the_laptops_query_through_the_tunnel(lab):
     # resolv.conf is wired: the C library's resolver inside the laptop asks the corporate resolver.
     looked_up = lab.exec(["getent", "ahostsv4", "libc.corp.example"]).stdout
     assert DNS_ANSWER_V4 in looked_up
-    queries = {(q["qname"], q["qtype"], q["src"]) for q in lab.dns_log("vpn")}
+    queries = {(q["name"], q["qtype"], q["src"]) for q in lab.dns_log("vpn")}
     assert ("direct.corp.example", "A", TUNNEL_LAPTOP) in queries
     assert ("direct.corp.example", "AAAA", TUNNEL_LAPTOP) in queries
     assert ("libc.corp.example", "A", TUNNEL_LAPTOP) in queries
@@ -188,11 +188,11 @@ def test_corporate_resolver_logs_the_laptops_query_through_the_tunnel(lab):
 def test_dns_outside_sends_queries_to_the_lan_resolver(lab):
     looked_up = lab.exec(["getent", "ahostsv4", "leaked.corp.example"]).stdout
     assert DNS_ANSWER_V4 in looked_up
-    isp = [(q["qname"], q["dst"], q["src"]) for q in lab.dns_log("isp")]
+    isp = [(q["name"], q["dst"], q["src"]) for q in lab.dns_log("isp")]
     assert ("leaked.corp.example", LAN_ROUTER, LAPTOP_LAN) in isp
     assert lab.dns_query(LAN_ROUTER, "direct.lan.example") == [DNS_ANSWER_V4]
     assert lab.dns_query(ISP_RESOLVER, "isp.example") is not None  # 198.51.100.53 answers too (via the tunnel)
-    assert not any(q["qname"] == "leaked.corp.example" for q in lab.dns_log("vpn"))
+    assert not any(q["name"] == "leaked.corp.example" for q in lab.dns_log("vpn"))
 
 
 @pytest.mark.scenario("wg-quick", "tunnel-down")

@@ -449,7 +449,7 @@ def delete_netns(name: str) -> None:
 
 
 def remove_stale_labs(keep_pid: int | None = None) -> list[str]:
-    """Delete lc<pid>-* namespaces (and /etc/netns dirs) whose pid is dead."""
+    """Delete lc<pid>-* namespaces (and /etc/netns dirs, work dirs) whose pid is dead."""
     names: set[str] = set()
     for directory in (linux.NETNS_RUN_DIR, ETC_NETNS):
         if directory.is_dir():
@@ -461,6 +461,10 @@ def remove_stale_labs(keep_pid: int | None = None) -> list[str]:
             continue
         delete_netns(name)
         removed.append(name)
+    for workdir in Path(tempfile.gettempdir()).glob("lc*-lab-*"):
+        match = re.match(r"^lc(\d+)-lab-", workdir.name)
+        if match and int(match.group(1)) != keep_pid and not linux.pid_alive(int(match.group(1))):
+            shutil.rmtree(workdir, ignore_errors=True)
     return removed
 
 
