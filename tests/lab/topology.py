@@ -587,9 +587,12 @@ class Lab:
             return self
         if self._closed:
             raise LabError("this lab was closed; make a new one")
-        started = time.monotonic()
         self._preflight()
+        waited = time.monotonic()
         self._acquire_lock()
+        started = time.monotonic()
+        if started - waited > 1:
+            self.notes.append(f"waited {started - waited:.1f}s for another lab to finish")
         try:
             removed = remove_stale_labs(keep_pid=os.getpid())
             if removed:
