@@ -100,8 +100,9 @@ class Observation:
 
 def available() -> str | None:
     """Why active checks cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "not root (packet capture needs CAP_NET_RAW)"
+    from leakcheck.privileges import CAP_NET_RAW, has
+    if not has(CAP_NET_RAW):
+        return "no CAP_NET_RAW (packet capture needs root or that capability)"
     return None
 
 

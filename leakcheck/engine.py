@@ -3,7 +3,6 @@ return a Report. Never prints and never exits: the CLI renders."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ from leakcheck import __version__, device
 from leakcheck.config import Config
 from leakcheck.netstate import NetState
 from leakcheck.oracle import Oracle
+from leakcheck.privileges import network_privileged
 from leakcheck.probe import Probe, ProbeContext
 from leakcheck.registry import discover, select
 from leakcheck.report import Report, utcnow
@@ -38,7 +38,7 @@ def run(config: Config, options: RunOptions = RunOptions(), state: NetState | No
     tunnel = tunnel_detection.detect(state, config)
     oracle = Oracle(state, tunnel)
     ctx = ProbeContext(config=config, state=state, tunnel=tunnel, oracle=oracle,
-                       is_root=os.geteuid() == 0,
+                       is_root=network_privileged(),
                        disruptive=options.disruptive or bool(config.get("agent", "disruptive")),
                        trigger=options.trigger,
                        active=not options.passive and bool(config.get("canaries", "active")))

@@ -45,7 +45,7 @@ class ProbeContext:
     state: NetState
     tunnel: Tunnel
     oracle: Oracle
-    is_root: bool
+    is_root: bool  # has CAP_NET_ADMIN + CAP_NET_RAW (root or the agent's capability set)
     disruptive: bool = False
     trigger: str = "manual"
     active: bool = True  # send test packets and capture them (needs root)

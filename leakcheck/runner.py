@@ -30,7 +30,7 @@ def gate(probe: type[Probe], ctx: ProbeContext) -> str | None:
     if probe.disruptive and not ctx.disruptive:
         return "disruptive test not enabled (agent.disruptive = true or --disruptive)"
     if probe.needs_root and not ctx.is_root:
-        return "not root (needs CAP_NET_ADMIN/CAP_NET_RAW)"
+        return "not privileged (needs root, or CAP_NET_ADMIN and CAP_NET_RAW)"
     return None
 
 

@@ -97,7 +97,7 @@ def test_undeclared_finding_id_is_an_error():
 
 
 def test_root_and_disruptive_gates():
-    assert "not root" in run_one(RootOnly, ctx(is_root=False)).findings[0].evidence["reason"]
+    assert "not privileged" in run_one(RootOnly, ctx(is_root=False)).findings[0].evidence["reason"]
     assert run_one(RootOnly, ctx(is_root=True)).status is Status.LEAK
     assert "disruptive" in run_one(Cuts, ctx()).findings[0].evidence["reason"]
     assert run_one(Cuts, ctx(disruptive=True)).status is Status.LEAK
@@ -119,3 +119,13 @@ def test_builtin_probes_are_discovered_and_valid():
     assert [p.name for p in select(found, ["dns", "routes"])] == ["dns", "routes"]
     with pytest.raises(UsageError, match="unknown probe nope"):
         select(found, ["nope"])
+
+
+def test_capabilities_are_read_from_proc_status(tmp_path):
+    from leakcheck import privileges
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython3\nCapEff:\t0000000000003000\n")  # NET_ADMIN + NET_RAW
+    mask = privileges.effective_capabilities(status)
+    assert privileges.has(privileges.CAP_NET_ADMIN, mask) and privileges.has(privileges.CAP_NET_RAW, mask)
+    status.write_text("CapEff:\t0000000000001000\n")
+    assert not privileges.has(privileges.CAP_NET_RAW, privileges.effective_capabilities(status))
