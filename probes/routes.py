@@ -56,6 +56,16 @@ class Canary:
     method: str  # observed | inferred
 
 
+@dataclass(frozen=True)
+class Suspect:
+    """A physical route the kernel uses for addresses the tunnel meant to carry."""
+
+    route: Route
+    egress: Egress
+    covering: Any  # the tunnel route or xfrm policy it beats, or None (public LAN)
+    on_link: bool
+
+
 class RoutesProbe(Probe):
     """Is internet traffic routed into the tunnel? Default path, TunnelVision
     routes, public "local networks" and the VPN server route."""
@@ -67,28 +77,31 @@ class RoutesProbe(Probe):
 
     def run(self, ctx: ProbeContext) -> list[Finding]:
         endpoints = vpn_endpoints(ctx.state)
-        canaries = self._observe_canaries(ctx)
-        route_findings, flagged = self._specific_routes(ctx, endpoints, canaries)
-        findings = self._canaries(ctx, canaries, flagged) + route_findings
-        findings += self._server_routes(ctx, endpoints)
-        return findings
+        canary_egresses = self._canary_egresses(ctx)
+        suspects = self._suspect_routes(ctx, endpoints)
+        # one capture window: a test packet to every canary and into every suspect route
+        targets = [e.destination for e in canary_egresses] + [s.egress.destination for s in suspects]
+        observations = ctx.observe([ActivePacket("udp", str(t), 33434) for t in targets]) or []
+        seen = dict(zip(targets, observations))
+        canaries = [Canary(e, seen.get(e.destination), *confirm(e.outside_tunnel, seen.get(e.destination)))
+                    for e in canary_egresses]
+        findings, flagged = [], set()
+        for suspect in suspects:
+            obs = seen.get(suspect.egress.destination)
+            leaks, method = confirm(True, obs)
+            if leaks:
+                findings.append(self._route_finding(suspect, obs, method, canaries))
+                flagged.add(suspect.route.dst)
+        return self._canaries(ctx, canaries, flagged) + findings + self._server_routes(ctx, endpoints)
 
     # -- canaries: the default path -------------------------------------------------
 
-    def _observe_canaries(self, ctx: ProbeContext) -> list[Canary]:
-        """Kernel answer for every canary, plus a test packet to each (one capture window)."""
-        egresses = [e for family in (4, 6)
-                    # a family the tunnel does not carry belongs to the ipv6 probe
-                    if not family_gap(ctx.state, ctx.tunnel, family)
-                    for e in ctx.oracle.egress_many([ctx.oracle.query(t) for t in
-                                                     ctx.config.get("canaries", f"ipv{family}")])]
-        observations = ctx.observe([ActivePacket("udp", str(e.destination), 33434) for e in egresses])
-        out = []
-        for i, egress in enumerate(egresses):
-            obs = observations[i] if observations else None
-            leaks, method = confirm(egress.outside_tunnel, obs)
-            out.append(Canary(egress, obs, leaks, method))
-        return out
+    def _canary_egresses(self, ctx: ProbeContext) -> list[Egress]:
+        return [e for family in (4, 6)
+                # a family the tunnel does not carry belongs to the ipv6 probe
+                if not family_gap(ctx.state, ctx.tunnel, family)
+                for e in ctx.oracle.egress_many([ctx.oracle.query(t) for t in
+                                                 ctx.config.get("canaries", f"ipv{family}")])]
 
     def _canaries(self, ctx: ProbeContext, canaries: list[Canary], flagged: set[Any]) -> list[Finding]:
         findings = []
@@ -148,15 +161,16 @@ class RoutesProbe(Probe):
                 out.append((route, probe_addr))
         return out
 
-    def _specific_routes(self, ctx: ProbeContext, endpoints: set[str],
-                         canaries: list[Canary]) -> tuple[list[Finding], set[Any]]:
+    def _suspect_routes(self, ctx: ProbeContext, endpoints: set[str]) -> list[Suspect]:
+        """Routes on physical interfaces that the kernel really uses for public
+        addresses the tunnel meant to carry (or a public on-link LAN)."""
         if not ctx.tunnel.up:
-            return [], set()  # without a tunnel every route is direct: the default finding says so
+            return []  # without a tunnel every route is direct: the default finding says so
         own_lans = ctx.state.own_ipv6_lans()
         candidates = [(r, a) for r, a in self._candidates(ctx, endpoints) if r.dst not in own_lans]
         egresses = ctx.oracle.egress_many([ctx.oracle.query(a) for _, a in candidates])
-        findings, flagged = [], set()
         allow_split = ctx.config.get("policy", "allow_split")
+        suspects = []
         for (route, addr), egress in zip(candidates, egresses):
             if not egress.outside_tunnel or egress.route is None or egress.route.dst != route.dst:
                 continue  # the kernel does not actually use this route for it
@@ -166,26 +180,25 @@ class RoutesProbe(Probe):
             on_link = not any(h.gateway for h in route.nexthops)
             if covering is None and (allow_split or not on_link):
                 continue  # a prefix the tunnel never meant to carry: the split probe reports it
-            affected = [c for c in canaries if c.egress.destination in route.dst]
-            findings.append(self._route_finding(route, egress, covering, on_link, affected))
-            flagged.add(route.dst)
-        return findings, flagged
+            suspects.append(Suspect(route, egress, covering, on_link))
+        return suspects
 
-    def _route_finding(self, route: Route, egress: Egress, covering: Any, on_link: bool,
-                       affected: list[Canary]) -> Finding:
-        seen = next((c.observation for c in affected if c.method == "observed" and c.leaks), None)
+    def _route_finding(self, suspect: Suspect, obs: Observation | None, method: str,
+                       canaries: list[Canary]) -> Finding:
+        route, egress, covering = suspect.route, suspect.egress, suspect.covering
         evidence = {**route.evidence(), **egress.evidence(), "probe_address": str(egress.destination),
-                    "canaries_affected": [str(c.egress.destination) for c in affected],
-                    "method": "observed" if seen else "inferred"}
+                    "canaries_affected": [str(c.egress.destination) for c in canaries
+                                          if c.egress.destination in route.dst],
+                    "method": method}
         evidence["route"] = route.describe()
-        if seen is not None:
-            evidence["observed"] = seen.evidence()
-        observed = (f" Observed: a test packet to {seen.probe.dst} left {', '.join(seen.clear_on)} in clear."
-                    if seen is not None else "")
+        if obs is not None:
+            evidence["observed"] = obs.evidence()
+        observed = (f" Observed: a test packet to {obs.probe.dst} left {', '.join(obs.clear_on)} in clear."
+                    if method == "observed" and obs is not None else "")
         if covering is not None:
             evidence["covering_route"] = covering.describe()
         iface = ", ".join(route.ifnames)
-        if on_link:
+        if suspect.on_link:
             summary = (f"The local network {route.dst} on {iface} is public address space, so traffic to "
                        f"those public addresses goes straight out of {iface} instead of the tunnel "
                        f"(LocalNet attack, TunnelCrack).{observed}")
@@ -193,11 +206,11 @@ class RoutesProbe(Probe):
                    f"the VPN client, or exempt only private ranges; treat {route.dst} on this network as hostile.")
             return self.finding("routes.public-local-network", Severity.HIGH, summary, evidence, fix,
                                 Guidance.EXCEPTIONS)
-        beats = f" and beats the tunnel's {covering.describe()}" if covering is not None else ""
-        summary = (f"A route on {iface} ({route.describe()}) is more specific than the tunnel's route{beats}: "
-                   f"traffic to {route.dst} goes {egress.describe()}"
-                   + (" (TunnelVision, CVE-2024-3661: pushed by DHCP option 121)." if route.protocol == "dhcp"
-                      else " (TunnelVision-style route).") + observed)
+        than = f" ({covering.describe()})" if covering is not None else ""
+        cause = (" (TunnelVision, CVE-2024-3661: pushed by DHCP option 121)" if route.protocol == "dhcp"
+                 else " (a TunnelVision-style route)")
+        summary = (f"A route on {iface} ({route.describe()}) is more specific than the tunnel's route{than} "
+                   f"and wins: traffic to {route.dst} goes {egress.describe()}{cause}.{observed}")
         fix = (f"Remove the route ({route.describe()}); stop accepting classless static routes "
                f"(DHCP option 121) on untrusted networks, and add a firewall kill switch that drops "
                f"traffic leaving {iface} except to the VPN server.")

@@ -183,7 +183,7 @@ class SplitProbe(Probe):
         listed = ", ".join(c for c, _ in cidrs[:4]) + (f" and {count - 4} more" if count > 4 else "")
         summary = (f"The tunnel is split: {count} public {FAMILY[family]} prefix"
                    f"{'es' if count > 1 else ''} ({listed}; {pct} of public {FAMILY[family]} space) "
-                   f"go out of {', '.join(interfaces)} instead of the tunnel.")
+                   f"{'go' if count > 1 else 'goes'} out of {', '.join(interfaces)} instead of the tunnel.")
         if allowed:
             summary += " Split tunnelling is allowed by policy (policy.allow_split)."
         evidence = {"family": FAMILY[family], "prefixes": [c for c, _ in cidrs],
