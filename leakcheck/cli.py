@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="leakcheck: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.verbose < 3:  # pyroute2 and scapy debug output drowns ours; -vvv shows it
+        for noisy in ("pyroute2", "scapy", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
