@@ -1,5 +1,9 @@
 """The agent side: background service, durable spool, uploader, enrollment.
 
+Processes: `leakcheck agent` (service.py) waits on netlink and the schedule
+and uploads; each check runs in a child (worker.py) that spools its report
+and exits, so the engine's imports never stay resident in the service.
+
 Files (under `[agent] state_dir`, default /var/lib/leakcheck):
 
 - ``spool/NNNNNNNNNNNNNNNNNNNN-<report_id>.json``: one report per file, the

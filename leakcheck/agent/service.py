@@ -2,62 +2,55 @@
 
 Runs all probes every `agent.interval` plus a random `agent.jitter`, and
 within about a second of a network change (netlink link/address/route/rule
-notifications, debounced). Each report records its trigger (`schedule` or
-`network-change`), is spooled, then handed to the uploader thread. Tunnel
-up/down transitions go to tunnel-history.json (see leakcheck.agent). The
+notifications, debounced). Each check runs in a child process
+(leakcheck.agent.worker) that records tunnel transitions in
+tunnel-history.json, runs the probes, spools the report with its trigger
+(`schedule` or `network-change`) and exits; this process then kicks the
+uploader thread. So the service itself holds only the netlink socket, the
+spool and a stdlib HTTP client: the engine's imports (pyroute2, psutil,
+scapy) live and die with each check, and an idle agent stays small. The
 main thread sleeps in select() on the netlink socket and a signal pipe:
 nothing polls. SIGTERM/SIGINT stop it cleanly (a run in progress finishes).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import select
 import signal
+import subprocess
+import sys
 import time
-from typing import Callable
+from typing import Any, Sequence
 
-from leakcheck.agent.delivery import make_uploader, open_spool, spool_report
+from leakcheck.agent.delivery import make_uploader, open_spool
 from leakcheck.agent.netwatch import NetlinkWatcher
-from leakcheck.agent.state import TunnelHistory
 from leakcheck.agent.uploader import UploadWorker
+from leakcheck.agent.worker import format_up
 from leakcheck.config import Config, parse_duration
-from leakcheck.report import Report
 
 log = logging.getLogger("leakcheck.agent")
 QUIET_S = 0.25  # debounce: the network must be quiet this long...
 SETTLE_MAX_S = 0.75  # ...but a triggered run starts at most this long after the first change
-
-RunFn = Callable[[Config, str], Report]
-StateFn = Callable[[Config], tuple[str, set[str]]]
-
-
-def run_engine(config: Config, trigger: str) -> Report:
-    from leakcheck import engine
-    return engine.run(config, engine.RunOptions(trigger=trigger))
-
-
-def tunnel_now(config: Config) -> tuple[str, set[str]]:
-    """(state, interfaces that are up) straight from the kernel."""
-    from leakcheck import engine, tunnel
-    found = tunnel.detect(engine.read_state(), config)
-    return found.state, set(found.interfaces) if found.up else set()
+RUN_TIMEOUT_S = 600.0  # a check that takes longer is killed (probes have their own time limits)
+WORKER = (sys.executable, "-m", "leakcheck.agent.worker")
 
 
 class Agent:
-    def __init__(self, config: Config, run: RunFn = run_engine, tunnel_state: StateFn = tunnel_now,
-                 rng: random.Random | None = None):
+    def __init__(self, config: Config, rng: random.Random | None = None, verbose: int = 0,
+                 worker: Sequence[str] = WORKER, run_timeout_s: float = RUN_TIMEOUT_S):
         self.config = config
-        self.run_fn = run
-        self.tunnel_state = tunnel_state
         self.rng = rng or random.Random()
+        self.verbose = verbose
+        self.worker = list(worker)
+        self.run_timeout_s = run_timeout_s
         self.interval_s = parse_duration(config.get("agent", "interval"))
         self.jitter_s = parse_duration(config.get("agent", "jitter"))
         self.on_change = bool(config.get("agent", "on_network_change"))
         self.spool = open_spool(config)
-        self.history = TunnelHistory(self.spool.paths)
         self.up: set[str] | None = None  # tunnel interfaces up at the last look
         self._wake_r, self._wake_w = os.pipe()
 
@@ -76,8 +69,7 @@ class Agent:
                  self.config.get("agent", "interval"), self.config.get("agent", "jitter"),
                  "on" if self.on_change else "off", self.spool.depth())
         try:
-            self._observe_tunnel(None)
-            next_run = time.monotonic()  # first run at start
+            next_run = time.monotonic()  # first run at start (it also takes the first tunnel look)
             while True:
                 timeout = max(0.0, next_run - time.monotonic())
                 ready, _, _ = select.select([watcher, self._wake_r], [], [], timeout)
@@ -87,13 +79,14 @@ class Agent:
                 if watcher in ready:
                     first_change = time.monotonic()
                     kinds = watcher.settle(QUIET_S, SETTLE_MAX_S)
-                    self._observe_tunnel(None)
                     if not self.on_change:
+                        self._check("network-change", observe_only=True)  # tunnel history only
                         continue
                     log.info("network change (%s)", ", ".join(sorted(kinds)) or "unknown")
-                    self._run("network-change", worker, since=first_change)
+                    self._check("network-change", since=first_change)
                 else:
-                    self._run("schedule", worker)
+                    self._check("schedule")
+                worker.kick()
                 next_run = time.monotonic() + self.interval_s + self.rng.uniform(0, self.jitter_s)
                 # Changes made while probing (ours or the world's) are looked at once more.
         finally:
@@ -101,45 +94,52 @@ class Agent:
             worker.join(timeout=5)
             watcher.close()
 
-    def _run(self, trigger: str, worker: UploadWorker, since: float | None = None) -> None:
+    def _check(self, trigger: str, since: float | None = None, observe_only: bool = False) -> None:
+        """One check in a child process; waits for it (a signal meanwhile is
+        acted on once it is done)."""
         started = time.monotonic()
-        if since is not None:
+        if observe_only:
+            log.debug("tunnel look after a network change")
+        elif since is not None:
             log.info("run: trigger=%s delay_ms=%d", trigger, int((started - since) * 1000))
         else:
             log.info("run: trigger=%s", trigger)
-        try:
-            report = self.run_fn(self.config, trigger)
-        except Exception:  # a broken run must not end the service
-            log.exception("run failed")
+        argv = [*self.worker, "--trigger", trigger, *format_up(self.up), *["-v"] * self.verbose]
+        if self.config.source:
+            argv += ["--config", self.config.source]
+        if observe_only:
+            argv.append("--observe-only")
+        result = self._spawn(argv)
+        if result is None:
             return
-        self._observe_tunnel(report)
-        spool_report(report, self.spool)
-        log.info("run: verdict=%s in %.1f s; spool depth %d", report.verdict.value,
-                 time.monotonic() - started, self.spool.depth())
-        worker.kick()
+        self.up = set(result.get("up", ()))
+        if not observe_only:
+            log.info("run: verdict=%s in %.1f s; spool depth %s", result.get("verdict"),
+                     time.monotonic() - started, result.get("spool_depth"))
 
-    # -- tunnel history ------------------------------------------------------------------
-
-    def _observe_tunnel(self, report: Report | None) -> None:
+    def _spawn(self, argv: list[str]) -> dict[str, Any] | None:
         try:
-            if report is not None:
-                state = report.tunnel.state
-                up = set(report.tunnel.interfaces) if state == "up" else set()
-            else:
-                state, up = self.tunnel_state(self.config)
-        except Exception:
-            log.exception("cannot read tunnel state")
-            return
-        known_down = self.history.open_outages()
-        previous = self.up if self.up is not None else set()
-        for name in sorted(previous - up):
-            if name not in known_down:
-                log.warning("tunnel %s went down", name)
-                self.history.went_down(name)
-        for name in sorted(up & known_down):
-            log.info("tunnel %s is back up", name)
-            self.history.came_up(name)
-        self.up = up
+            # stderr is inherited: the worker logs straight to the agent's journal.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        except OSError as exc:
+            log.error("run failed: cannot start the worker: %s", exc)
+            return None
+        try:
+            out, _ = proc.communicate(timeout=self.run_timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            log.error("run failed: no result after %.0f s; worker killed", self.run_timeout_s)
+            return None
+        lines = out.decode("utf-8", "replace").strip().splitlines()
+        try:
+            result = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            result = None
+        if proc.returncode != 0 or not isinstance(result, dict):
+            log.error("run failed: worker exit status %s", proc.returncode)
+            return None
+        return result
 
     # -- signals ------------------------------------------------------------------------
 

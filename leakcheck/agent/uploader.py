@@ -5,14 +5,20 @@ stored, or 200 already stored: submissions are idempotent on report_id, so
 a retry after a lost acknowledgement never doubles a report). Transient
 failures back off exponentially with full jitter; 429 waits Retry-After.
 TLS is verified against `collector.ca_file` or the system CA store.
+
+The transport is the standard library's http.client over one keep-alive
+connection, not requests: the agent's idle process holds the uploader, and
+requests with urllib3 would be a third of its memory.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import random
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -58,23 +64,44 @@ def verify_setting(ca_file: str) -> str | bool:
     return str(SYSTEM_CA) if SYSTEM_CA.exists() else True
 
 
+def tls_context(ca_file: str):  # type: ignore[no-untyped-def]
+    """Certificate and host name checked, against `ca_file` or the system store."""
+    import ssl
+
+    verify = verify_setting(ca_file)
+    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+
+
 class Uploader:
     def __init__(self, url: str, token: str, ca_file: str = "", timeout_s: float = 10.0,
                  backoff: Backoff | None = None, max_retry_after_s: float = 3600.0):
-        import requests  # only the code that uploads pays for importing requests
-
+        parts = urllib.parse.urlsplit(url.rstrip("/"))
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or ""
+        self.port = parts.port
+        self.path = parts.path + "/api/v1/reports"
         self.endpoint = url.rstrip("/") + "/api/v1/reports"
-        self.session = requests.Session()
-        self.session.headers.update({"Authorization": f"Bearer {token}",
-                                     "Content-Type": "application/json"})
-        self.session.verify = verify_setting(ca_file)
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                        "User-Agent": "leakcheck-agent"}
+        self.ca_file = ca_file
         self.timeout_s = timeout_s
         self.backoff = backoff or Backoff()
         self.max_retry_after_s = max_retry_after_s
-        self._requests = requests
+        self._conn: http.client.HTTPConnection | None = None
 
     def close(self) -> None:
-        self.session.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self.https:
+                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s,
+                                                         context=tls_context(self.ca_file))
+            else:
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        return self._conn
 
     def drain(self, spool: Spool, deadline: float | None = None,
               wait: Callable[[float], bool] | None = None) -> DrainResult:
@@ -116,19 +143,39 @@ class Uploader:
 
     def _send(self, body: bytes) -> tuple[str, float | None]:
         try:
-            response = self.session.post(self.endpoint, data=body, timeout=self.timeout_s)
-        except self._requests.RequestException as exc:
+            code, retry_after = self._post(body)
+        except (OSError, http.client.HTTPException) as exc:
             return f"cannot reach collector: {type(exc).__name__}", None
-        code = response.status_code
         if code in (200, 201):
             return "ok", None
         if code == 429:
-            return "rate limited (429)", self._retry_after(response.headers.get("Retry-After"))
+            return "rate limited (429)", self._retry_after(retry_after)
         if code == 401:
             return "unauthorized (401): token unknown or revoked; re-enroll", None
         if code in PERMANENT:
             return "rejected", None
         return f"collector error {code}", None
+
+    def _post(self, body: bytes) -> tuple[int, str | None]:
+        """(status, Retry-After). A kept-alive connection the collector has
+        closed meanwhile fails on first use: that one is retried once on a
+        fresh connection (safe: submissions are idempotent on report_id)."""
+        for attempt in (1, 2):
+            reused = self._conn is not None and self._conn.sock is not None
+            conn = self._connection()
+            try:
+                conn.request("POST", self.path, body=body, headers=self.headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if reused and attempt == 1 and isinstance(exc, (ConnectionError, http.client.BadStatusLine)):
+                    continue
+                raise
+            if response.will_close:
+                self.close()
+            return response.status, response.getheader("Retry-After")
+        raise AssertionError("unreachable")
 
     def _retry_after(self, header: str | None) -> float:
         try:

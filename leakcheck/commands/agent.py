@@ -20,4 +20,4 @@ def execute(args: argparse.Namespace) -> int:
 
     config = config_mod.load(args.config)
     logfmt.configure(args.verbose)
-    return Agent(config).serve()
+    return Agent(config, verbose=args.verbose).serve()

@@ -114,3 +114,24 @@ def test_revoked_token_stops_and_keeps_spool(tmp_path, collector):
     result = make_uploader(config).drain(spool, deadline=time.monotonic() + 5)
     assert result.error.startswith("unauthorized") and spool.depth() == 1
     assert collector.report_ids() == []
+
+
+def test_kept_alive_connection_closed_by_collector_is_reopened(tmp_path, collector):
+    # The agent keeps one uploader connection for hours; a collector restart
+    # in between must not cost a failed attempt and a backoff.
+    cfg = write_config(tmp_path, collector.url)
+    enroll_cli(cfg, collector.secret_file, collector.url)
+    config = config_mod.load(cfg)
+    spool = open_spool(config)
+    uploader = make_uploader(config)
+    try:
+        spool_report(synthetic(), spool)
+        assert uploader.drain(spool, deadline=time.monotonic() + 10).delivered == 1
+        collector.stop()
+        collector.start()
+        spool_report(synthetic(), spool)
+        result = uploader.drain(spool, deadline=time.monotonic() + 10)
+        assert result.delivered == 1 and result.error is None
+    finally:
+        uploader.close()
+    assert len(collector.report_ids()) == 2

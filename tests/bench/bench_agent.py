@@ -1,5 +1,7 @@
 """Agent benchmarks (a script, not a test): idle RSS and CPU, and the delay
-from a route change to the start of the triggered run.
+from a route change to the start of the triggered run: to the agent starting
+its worker process (logged), and to the run's own `started_at` in the
+spooled report (the worker's start-up included).
 
     python tests/bench/bench_agent.py [--idle-seconds 600]
 
@@ -10,6 +12,7 @@ reports stay in its spool), interval 1 h, so after its first run it idles.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +38,18 @@ def proc_stats(pid: int) -> tuple[int, float]:
     cpu = (int(fields[11]) + int(fields[12])) / ticks
     rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
     return rss, cpu
+
+
+def newest_report(spool: Path) -> dict:
+    return json.loads(sorted(spool.glob("*.json"))[-1].read_text())
+
+
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def children(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
 
 
 def agent_pid(wrapper: subprocess.Popen) -> int:
@@ -69,21 +85,28 @@ state_dir = "{tmp / 'state'}"
         time.sleep(2)
         pid = agent_pid(agent)
 
-        delays = []
+        delays, starts = [], []
+        spool = tmp / "state" / "spool"
         for i in range(args.changes):
             before = log.read_text().count("run: verdict=")
-            changed = time.monotonic()
+            changed, changed_wall = time.monotonic(), time.time()
             sh("ip", "-n", ns, "route", "add", f"198.51.100.{i}/32", "dev", "lo")
             while "run: trigger=network-change" not in log.read_text().split("run: verdict=")[-1]:
                 time.sleep(0.005)
             delays.append(time.monotonic() - changed)
             while log.read_text().count("run: verdict=") == before:
                 time.sleep(0.05)
+            report = newest_report(spool)
+            assert report["trigger"] == "network-change", report["trigger"]
+            starts.append(epoch(report["started_at"]) - changed_wall)
             time.sleep(1)
         logged = [int(x) for x in re.findall(r"trigger=network-change delay_ms=(\d+)", log.read_text())]
-        print(f"route change -> triggered run start: observed max {max(delays)*1000:.0f} ms, "
-              f"median {sorted(delays)[len(delays)//2]*1000:.0f} ms over {len(delays)} changes "
+        median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        print(f"route change -> worker started: max {max(delays)*1000:.0f} ms, "
+              f"median {median(delays)*1000:.0f} ms over {len(delays)} changes "
               f"(agent-logged settle delay max {max(logged)} ms)")
+        print(f"route change -> report started_at: max {max(starts)*1000:.0f} ms, "
+              f"median {median(starts)*1000:.0f} ms")
 
         time.sleep(2)
         rss0, cpu0 = proc_stats(pid)
@@ -95,7 +118,8 @@ state_dir = "{tmp / 'state'}"
         rss1, cpu1 = proc_stats(pid)
         elapsed = time.monotonic() - start
         print(f"idle over {elapsed:.0f} s: RSS {rss1 / 2**20:.1f} MiB (peak {peak / 2**20:.1f} MiB), "
-              f"CPU {100 * (cpu1 - cpu0) / elapsed:.4f} % ({cpu1 - cpu0:.2f} s)")
+              f"CPU {100 * (cpu1 - cpu0) / elapsed:.4f} % ({cpu1 - cpu0:.2f} s), "
+              f"child processes while idle: {len(children(pid))}")
         agent.send_signal(signal.SIGTERM)
         print(f"SIGTERM -> exit status {agent.wait(10)}")
     finally:
