@@ -107,6 +107,16 @@ def _duration(key: str, value: Any) -> str:
     return text
 
 
+def _duration_within(low_s: float, high_s: float) -> Validator:
+    """A duration between two bounds (the reconnect probe's cut must stay short)."""
+    def check(key: str, value: Any) -> str:
+        text = _duration(key, value)
+        if not low_s <= parse_duration(text) <= high_s:
+            raise ConfigError(f"{text!r} must be between {low_s:g}s and {high_s:g}s", key=key)
+        return text
+    return check
+
+
 def _positive_int(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"expected a positive integer, got {value!r}", key=key)
@@ -152,6 +162,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "jitter": Key("2m", _duration, "Random delay added to each scheduled run."),
         "on_network_change": Key(True, _bool, "Also run within seconds of a network change."),
         "disruptive": Key(False, _bool, "Allow the reconnect probe to cut the tunnel briefly."),
+        "reconnect_cut": Key("10s", _duration_within(1, 120),
+                             "How long the reconnect probe cuts the path to the VPN server (disruptive runs)."),
+        "reconnect_bound": Key("60s", _duration_within(1, 300),
+                               "The tunnel must pass traffic again this soon after a cut (or a recorded "
+                               "outage), else reconnect.no-auto-reconnect."),
         "state_dir": Key("/var/lib/leakcheck", _string,
                          "Spool, upload state, tunnel history and instance id live here."),
         "spool_max_bytes": Key(64 * 1024 * 1024, _positive_int,

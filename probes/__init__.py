@@ -10,4 +10,7 @@ BUILTIN = (
     "probes.split:SplitProbe",
     "probes.dns:DnsProbe",
     "probes.ipv6:Ipv6Probe",
+    # Keep last: with --disruptive it cuts the tunnel, and every other probe
+    # must look at the network before that.
+    "probes.reconnect:ReconnectProbe",
 )

@@ -234,6 +234,40 @@ def _ipsec_exception(prefix: str) -> Step:
     return bypass
 
 
+# ---------------------------------------------------------------- VPN client behaviour on loss (reconnect)
+
+def _client(mode: str, retry: float = 4.0) -> Step:
+    """Start the laptop's client monitor (tests/lab/supervisor.py) in `mode`. Its retry
+    period (4 s) outlasts the lab's 3 s cuts, so the reconnect time it causes is measurable."""
+    def start(lab: "Lab") -> None:
+        _needs(lab, f"{mode}-client", "wg-quick")
+        lab.start_supervisor(mode, retry=retry)
+    start.__name__ = f"client({mode})"
+    return start
+
+
+def _stop_client(lab: "Lab") -> None:
+    lab.stop_supervisor()
+
+
+KILL_SWITCH = f"""
+table inet lab_killswitch {{
+    chain output {{
+        type filter hook output priority filter; policy drop;
+        oifname "lo" accept
+        oifname "wg0" accept
+        ip daddr {VPN_SERVER} udp dport {VPN_PORT} accept
+        icmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} accept
+    }}
+}}
+"""
+
+
+def _kill_switch(lab: "Lab") -> None:
+    _needs(lab, "kill-switch", "wg-quick", "def1", "default")
+    lab.exec(["nft", "-f", "-"], input=KILL_SWITCH)
+
+
 # ---------------------------------------------------------------- the knobs
 
 STYLES: dict[str, Knob] = {
@@ -307,6 +341,19 @@ FAULTS: dict[str, Knob] = {
         "The tunnel is gone: wg0 deleted (its wireguard-go killed) with its routes and rules, defaults "
         "via eth0 (ipsec: all policies flushed). resolv.conf still names the corporate resolver.",
         (_tunnel_down,)),
+    "fail-open-client": Knob(
+        "A VPN client that fails open: it pings the gateway through wg0 every 0.1 s; after 0.8 s without a "
+        "reply it removes wg-quick's rules (traffic falls back to eth0 in clear), retries every 4 s and puts "
+        "them back on the first reply (wg-quick style only).",
+        (_client("fail-open"),), undo=(_stop_client,)),
+    "give-up-client": Knob(
+        "A VPN client that gives up: after 0.8 s without a reply from the gateway it deletes wg0 and "
+        "wg-quick's rules and exits; the tunnel stays down, traffic goes out of eth0 (wg-quick style only).",
+        (_client("give-up"),), undo=(_stop_client,)),
+    "kill-switch": Knob(
+        "A firewall kill switch (as Mullvad's or an always-on client's): the laptop's output drops "
+        "everything but lo, wg0, WireGuard to the server and IPv6 neighbour discovery.",
+        (_kill_switch,)),
 }
 
 

@@ -68,6 +68,7 @@ from tests.lab.scenarios import FAULTS, STYLES, Scenario, ScenarioError, Step
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CAPTURES_DIR = Path(__file__).resolve().parent / "captures"
 DNSD = Path(dnsd.__file__).resolve()
+SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 LOCK_PATH = Path("/run/lock/leakcheck-lab.lock")
 ETC_NETNS = Path("/etc/netns")
 NAME_RE = re.compile(r"^lc(\d+)-(lap|isp|vpn)$")
@@ -901,6 +902,26 @@ table inet leakcheck_lab {
     def wait_handshake(self, timeout: float = 8.0) -> None:
         """Until wg0 has a handshake with the gateway (one lost initiation is retried after 5 s)."""
         poll(lambda: self.latest_handshake("wg0") > 0, timeout, "a WireGuard handshake on wg0")
+
+    # ------------------------------------------------------------ a VPN client's monitor (reconnect scenarios)
+
+    def start_supervisor(self, mode: str, *, detect: float = 0.8, retry: float = 2.0) -> None:
+        """tests/lab/supervisor.py in the laptop: pings the gateway through wg0 and, when the
+        tunnel is lost, reacts as `mode` says (fail-open, give-up). Returns once it watches."""
+        argv = [sys.executable, str(SUPERVISOR), "--mode", mode, "--gateway", TUNNEL_GATEWAY,
+                "--detect", str(detect), "--retry", str(retry)]
+        proc = self._spawn("lap", argv, "supervisor", stdout=subprocess.PIPE)
+        readable, _, _ = select.select([proc.stdout.fileno()], [], [], WAIT * 2)
+        line = os.read(proc.stdout.fileno(), 100) if readable else b""
+        if b"ready" not in line:
+            self._stop("supervisor")
+            raise LabError(f"the supervisor did not start: {self._log_tail('supervisor')}")
+
+    def stop_supervisor(self) -> None:
+        self._stop("supervisor")
+
+    def supervisor_log(self) -> str:
+        return self._log_tail("supervisor")
 
     # ------------------------------------------------------------ the laptop
 
