@@ -1,6 +1,7 @@
 """Waiting for network changes: a netlink socket subscribed to link, address,
 route and rule notifications. The agent blocks on it (select), so an idle
-agent costs nothing; only message headers are read.
+agent costs nothing; only message headers are read (and a link message's
+change mask, to ignore packet captures switching promiscuous mode).
 
 pyroute2 does the state dumps of a run; for this wait a bare stdlib
 AF_NETLINK socket is enough and keeps the idle agent small.
@@ -24,6 +25,14 @@ NETLINK_ADD_MEMBERSHIP = 1
 KINDS = {16: "link", 17: "link", 20: "address", 21: "address", 24: "route", 25: "route",
          32: "rule", 33: "rule"}
 HEADER = struct.Struct("=IHHII")
+IFINFO = struct.Struct("=BBHiII")  # family, pad, type, index, flags, change
+RTM_NEWLINK = 16
+# A packet capture (ours included: every active run captures) toggles these
+# on the interfaces it listens on; the kernel announces each toggle as an
+# RTM_NEWLINK whose change mask holds only these bits. Not a network change:
+# counting it would make every run trigger the next one.
+IFF_PROMISC, IFF_ALLMULTI = 0x100, 0x200
+NOISE = IFF_PROMISC | IFF_ALLMULTI
 
 
 class NetlinkWatcher:
@@ -45,8 +54,9 @@ class NetlinkWatcher:
         self.sock.close()
 
     def read(self) -> set[str]:
-        """Kinds of the changes waiting on the socket (without blocking).
-        A queue overflow (ENOBUFS) counts as 'something changed'."""
+        """Kinds of the changes waiting on the socket (without blocking);
+        empty if there were only capture mode toggles. A queue overflow
+        (ENOBUFS) counts as 'something changed'."""
         kinds: set[str] = set()
         while True:
             try:
@@ -59,7 +69,7 @@ class NetlinkWatcher:
             offset = 0
             while offset + HEADER.size <= len(data):
                 length, kind, _flags, _seq, _pid = HEADER.unpack_from(data, offset)
-                if kind in KINDS:
+                if kind in KINDS and not _capture_noise(data, offset, length, kind):
                     kinds.add(KINDS[kind])
                 if length < HEADER.size:
                     break
@@ -79,3 +89,11 @@ class NetlinkWatcher:
             if not ready:
                 return kinds
             kinds |= self.read()
+
+
+def _capture_noise(data: bytes, offset: int, length: int, kind: int) -> bool:
+    """A link message that only says promiscuous/all-multicast mode changed."""
+    if kind != RTM_NEWLINK or length < HEADER.size + IFINFO.size:
+        return False
+    change = IFINFO.unpack_from(data, offset + HEADER.size)[5]
+    return change != 0 and not change & ~NOISE

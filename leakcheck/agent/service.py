@@ -79,6 +79,8 @@ class Agent:
                 if watcher in ready:
                     first_change = time.monotonic()
                     kinds = watcher.settle(QUIET_S, SETTLE_MAX_S)
+                    if not kinds:
+                        continue  # only captures toggling promiscuous mode (our own runs do)
                     if not self.on_change:
                         self._check("network-change", observe_only=True)  # tunnel history only
                         continue

@@ -1,42 +1,53 @@
-"""End to end: the agent in one namespace, the collector in another.
-Enrollment, a scheduled run, a network-change run within 2 s of a route
-change, tunnel history, clean SIGTERM, and the reports in the fleet view."""
+"""End to end in the lab: the agent in the laptop, the collector in the VPN
+gateway's namespace, reached through the real WireGuard tunnel.
+
+```
+ [lap] leakcheck agent ---- wg0 ==== tunnel ==== wgvpn 100.100.0.1:8080 [vpn]
+       (state, spool, token in tmp)                leakcheck collector serve (SQLite in tmp)
+                                                   chromium (Playwright) for the web page
+```
+
+Enrollment, a scheduled run, a route change in the laptop that opens a
+leak (TunnelVision-style more-specific route) and the network-change run
+that reports it within 2 s, the reports in `leakcheck fleet` (run in the
+laptop, through the tunnel) and on the fleet web page (headless chromium
+in the collector's namespace), a tunnel outage in tunnel-history.json, the
+idle agent's size, a second scheduled run, and a clean SIGTERM.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from tests.agent.conftest import SECRET
-from tests.agent.netns import Pair, sh
+from tests.lab import CANARY_V4, LAB_CONFIG, LAN_ROUTER, TUNNEL_GATEWAY
+from tests.lab import linux
+from tests.lab.topology import REPO_ROOT, LabError, merge_config, poll, to_toml
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.lab
 PORT = 8080
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+INTERVAL_S = 8
+IDLE_RSS_LIMIT = 35 * 2**20
 
 
 def stored_reports(db: Path) -> list[dict[str, Any]]:
+    """What the collector really stored, oldest first (straight from SQLite)."""
     from leakcheck.collector.db import make_engine
     from leakcheck.collector.schema import reports
     from leakcheck.collector.settings import database_url
+    if not db.exists():
+        return []
     engine = make_engine(database_url(str(db)))
     try:
         with engine.connect() as conn:
@@ -48,85 +59,154 @@ def stored_reports(db: Path) -> list[dict[str, Any]]:
         engine.dispose()
 
 
-def parse(text: str) -> float:
+def epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-@pytest.fixture
-def pair():
-    p = Pair().up()
-    yield p
-    p.down()
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO_ROOT), env.get("PYTHONPATH"))))
+    return env
 
 
-@pytest.fixture
-def lab_collector(pair, tmp_path):
+def spawn(lab, ns: str, argv: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", lab.ns_name(ns), *argv], cwd=REPO_ROOT, env=environment(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
+                            preexec_fn=linux.set_parent_death_signal)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def listening(lab, address: str, port: int) -> bool:
+    import socket
+    with lab.in_netns("vpn"):
+        try:
+            socket.create_connection((address, port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@pytest.mark.scenario("wg-quick")
+def test_agent_and_collector_in_the_lab(lab, tmp_path):
+    url = f"http://{TUNNEL_GATEWAY}:{PORT}"
+    db = tmp_path / "collector.sqlite3"
     secret = tmp_path / "secret"
     secret.write_text(SECRET)
-    db = tmp_path / "collector.sqlite3"
-    proc = subprocess.Popen(pair.in_collector(
-        sys.executable, "-m", "leakcheck", "collector", "serve", "--db", str(db), "--listen",
-        pair.collector_ip, "--port", str(PORT), "--enroll-secret-file", str(secret),
-        "--device-interval", "3600"), cwd=ROOT, stderr=open(tmp_path / "collector.log", "wb"))
-    url = f"http://{pair.collector_ip}:{PORT}"
-    wait_for("collector", lambda: subprocess.run(pair.in_agent(
-        sys.executable, "-c", f"import socket; socket.create_connection(('{pair.collector_ip}', {PORT}), 1)"),
-        capture_output=True).returncode == 0)
-    yield url, db, secret
-    proc.terminate()
-    proc.wait(10)
-
-
-def test_agent_end_to_end(pair, lab_collector, tmp_path):
-    url, db, secret = lab_collector
-    config = tmp_path / "agent.toml"
-    config.write_text(f"""
-[tunnel]
-interfaces = ["vpn0"]
-[canaries]
-ipv4 = ["203.0.113.10"]
-ipv6 = ["2001:db8::10"]
-[agent]
-interval = "1h"
-jitter = "0s"
-state_dir = "{tmp_path / 'state'}"
-[collector]
-url = "{url}"
-token_file = "{tmp_path / 'token'}"
-""")
-    sh(*pair.in_agent(sys.executable, "-m", "leakcheck", "enroll", "--config", str(config),
-                      "--secret-file", str(secret)))
-    log_path = tmp_path / "agent.log"
-    agent = subprocess.Popen(pair.in_agent(sys.executable, "-m", "leakcheck", "agent", "--config", str(config)),
-                             cwd=ROOT, stderr=open(log_path, "wb"))
+    # Logs in the lab's work dir: kept with the captures if the test fails.
+    collector_log, agent_log = lab.workdir / "collector.log", lab.workdir / "agent.log"
+    for log in (collector_log, agent_log):
+        log.write_bytes(b"")
+    collector = spawn(lab, "vpn", [sys.executable, "-m", "leakcheck", "collector", "serve", "--db", str(db),
+                                   "--listen", TUNNEL_GATEWAY, "--port", str(PORT), "--enroll-secret-file",
+                                   str(secret), "--device-interval", "3600"], collector_log)
+    agent = None
     try:
-        first = wait_for("the scheduled run's report", lambda: stored_reports(db))
+        poll(lambda: listening(lab, TUNNEL_GATEWAY, PORT) or collector.poll() is not None, 20,
+             "the collector to listen in the vpn namespace")
+        assert collector.poll() is None, collector_log.read_text()
+
+        config = tmp_path / "agent.toml"
+        config.write_text(to_toml(merge_config(LAB_CONFIG, {
+            "agent": {"interval": f"{INTERVAL_S}s", "jitter": "0s", "state_dir": str(tmp_path / "state")},
+            "collector": {"url": url, "token_file": str(tmp_path / "token")},
+        })))
+        enrolled = lab.agent("enroll", "--config", str(config), "--secret-file", str(secret), timeout=30)
+        assert enrolled.returncode == 0, str(enrolled)
+        agent = spawn(lab, "lap", [sys.executable, "-m", "leakcheck", "agent", "--config", str(config)], agent_log)
+
+        # 1. The run at start is a scheduled run; the correct tunnel passes.
+        first = poll(lambda: stored_reports(db), 30, "the first scheduled report")
         assert [r["trigger"] for r in first] == ["schedule"]
-        assert first[0]["tunnel"] == {"state": "up", "kind": "other", "interfaces": ["vpn0"]}
+        assert first[0]["tunnel"]["state"] == "up" and first[0]["tunnel"]["interfaces"] == ["wg0"]
+        assert first[0]["verdict"] in ("pass", "warn"), first[0]
         assert first[0]["agent"]["spool_depth"] == 0
-        time.sleep(0.5)  # let the agent go idle
+        hostname = first[0]["device"]["hostname"]
 
+        # 2. A route change opens a leak; a network-change run reports it within 2 s.
         changed_at = time.time()
-        sh(*pair.in_agent("ip", "route", "add", "198.51.100.0/24", "via", pair.collector_ip))
-        reports = wait_for("the network-change report",
-                           lambda: [r for r in stored_reports(db) if r["trigger"] == "network-change"])
-        delay = parse(reports[0]["started_at"]) - changed_at
-        assert delay < 2.0, f"network-change run started {delay:.2f} s after the route change"
+        lab.ip(f"route add {CANARY_V4.rsplit('.', 1)[0]}.0/24 via {LAN_ROUTER} dev eth0")
+        changed = poll(lambda: [r for r in stored_reports(db) if r["trigger"] == "network-change"], 30,
+                       "the network-change report")
+        delay = epoch(changed[0]["started_at"]) - changed_at
+        assert 0 <= delay < 2.0, f"network-change run started {delay:.2f} s after the route change"
+        assert changed[0]["verdict"] == "leak"
+        ids = [f["id"] for p in changed[0]["probes"] for f in p["findings"]]
+        assert "routes.more-specific-route-outside-tunnel" in ids, ids
 
-        # A tunnel outage is recorded with timestamps for the reconnect probe.
-        sh(*pair.in_agent("ip", "link", "set", "vpn0", "down"))
+        # 3. The analyst's views: `leakcheck fleet` from the laptop, through the tunnel...
+        analyst = tmp_path / "analyst"
+        analyst.write_text(subprocess.run(
+            [sys.executable, "-m", "leakcheck", "collector", "token", "--db", str(db), "create", "--label", "e2e"],
+            check=True, capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip())
+        common = ("--collector", url, "--token-file", str(analyst))
+        devices = lab.agent("fleet", "devices", *common, "--format", "json", timeout=30)
+        assert devices.returncode == 0, str(devices)
+        (device,) = json.loads(devices.stdout)
+        assert device["hostname"] == hostname and device["verdict"] == "leak"
+        assert device["trigger"] == "network-change" and device["tunnel_state"] == "up"
+        summary = lab.agent("fleet", "summary", *common, timeout=30)
+        assert summary.returncode == 0, str(summary)
+        assert "1 leaking now" in summary.stdout and "routes.more-specific-route-outside-tunnel" in summary.stdout
+
+        # ... and the web page in headless chromium, in the collector's namespace.
+        shots = lab.workdir / "web"
+        shots.mkdir(exist_ok=True)
+        web = lab.exec([sys.executable, "-m", "tests.agent.web_check", url, str(analyst), hostname, str(shots)],
+                       ns="vpn", env=environment(), timeout=60, check=False)
+        assert web.returncode == 0, web.stderr
+        page = json.loads(web.stdout.strip().splitlines()[-1])
+        assert page["hostname"] == hostname and page["verdict"] == "leak"
+        assert page["triggers"][:2] == ["network-change", "schedule"]
+        assert "routes.more-specific-route-outside-tunnel" in page["findings"]
+
+        # The runs' own packet captures (promiscuous mode on eth0 and wg0) are
+        # link notifications too: they must not set off run after run.
+        assert [r["trigger"] for r in stored_reports(db)] == ["schedule", "network-change"]
+
+        # 4. A tunnel outage is recorded with timestamps (for the reconnect probe).
         history_file = tmp_path / "state" / "tunnel-history.json"
-        wait_for("the outage", lambda: history_file.exists() and json.loads(history_file.read_text()))
-        sh(*pair.in_agent("ip", "link", "set", "vpn0", "up"))
-        history = wait_for("the recovery", lambda: [h for h in json.loads(history_file.read_text())
-                                                    if h["up_at"] is not None])
-        assert history[0]["interface"] == "vpn0" and history[0]["outage_s"] >= 0
+        lab.ip("link set wg0 down")
+        poll(lambda: history_file.exists() and json.loads(history_file.read_text()), 15, "the outage")
+        lab.ip("link set wg0 up")
+        history = poll(lambda: [h for h in json.loads(history_file.read_text()) if h["up_at"]], 15,
+                       "the recovery")
+        assert history[0]["interface"] == "wg0" and history[0]["outage_s"] >= 0
+
+        # 5. The scheduled runs go on at the interval, and the agent idles small:
+        # every check ran in a worker process that has exited.
+        count = len([r for r in stored_reports(db) if r["trigger"] == "schedule"])
+        poll(lambda: len([r for r in stored_reports(db) if r["trigger"] == "schedule"]) > count,
+             INTERVAL_S + 15, "a second scheduled report")
+        idle = rss(agent.pid)  # `ip netns exec` execs: the pid is the agent's
+        assert idle < IDLE_RSS_LIMIT, f"idle agent RSS {idle / 2**20:.1f} MiB"
+        assert not Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
 
         agent.send_signal(signal.SIGTERM)
-        assert agent.wait(10) == 0
+        assert agent.wait(15) == 0
+    except LabError as exc:
+        raise AssertionError(f"{exc}\n--- agent log:\n{agent_log.read_text()[-3000:]}\n--- collector log:\n"
+                             f"{collector_log.read_text()[-2000:]}") from None
     finally:
-        if agent.poll() is None:
-            agent.kill()
-    log = log_path.read_text()
+        if agent is not None:
+            stop(agent)
+        stop(collector)
+    log = agent_log.read_text()
     assert "run: trigger=network-change delay_ms=" in log and "stopping (signal)" in log
-    assert "Traceback" not in log
+    assert "Traceback" not in log, log
+    assert "Traceback" not in collector_log.read_text()
