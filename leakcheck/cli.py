@@ -23,6 +23,7 @@ COMMANDS = (
     "leakcheck.commands.status",
     "leakcheck.commands.agent",
     "leakcheck.commands.fleet",
+    "leakcheck.commands.config",
 )
 
 

@@ -244,3 +244,70 @@ def load(path: str | Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=str(target)) from None
     return from_mapping(data, str(target))
+
+
+# -- rendering: the documented default file and the effective configuration --------------
+
+def toml_value(value: Any) -> str:
+    """One value as TOML: the schema only holds booleans, numbers, strings and
+    lists of strings, and JSON string escapes are valid TOML basic strings."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot render {type(value).__name__} as TOML")
+
+
+def _doc_lines(text: str, width: int = 78) -> list[str]:
+    import textwrap
+
+    return ["# " + line for line in textwrap.wrap(text, width - 2)]
+
+
+DEFAULT_HEADER = """\
+# leakcheck configuration ({path}).
+#
+# Generated from leakcheck's configuration schema: every key, its meaning and
+# its default. Every key is optional. A key left commented out ("#key = ...")
+# keeps its default, also when a later version changes that default.
+# Uncomment and edit only what this site needs, then check the file before
+# rolling it out:
+#
+#     leakcheck config check {path}
+#
+# Unknown keys and bad values are an error (exit status 2) naming the key.
+"""
+
+
+def render_default(path: str | Path = DEFAULT_PATH) -> str:
+    """The documented default configuration file, generated from SCHEMA."""
+    out = [DEFAULT_HEADER.format(path=path)]
+    for section, keys in SCHEMA.items():
+        out.append(f"[{section}]")
+        for name, spec in keys.items():
+            out.extend(_doc_lines(spec.doc))
+            # "#key" (no space) tells a key apart from the prose lines above it.
+            out.append(f"#{name} = {toml_value(spec.default)}")
+            out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def render_effective(config: Config) -> str:
+    """The configuration in force, every key set, as TOML; keys that differ
+    from their default are marked so a reviewer sees what the file changes."""
+    out = []
+    values = config.as_dict()
+    for section, keys in SCHEMA.items():
+        out.append(f"[{section}]")
+        for name, spec in keys.items():
+            value = values[section][name]
+            mark = "" if value == spec.default else f"  # changed (default {toml_value(spec.default)})"
+            out.append(f"{name} = {toml_value(value)}{mark}")
+        out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# nsroot.sh ROOT [--laptop] [--readonly PATH...] -- COMMAND...
+#
+# Run COMMAND chrooted into the Debian tree ROOT, in namespaces of its own:
+# a private network namespace (only lo, or with --laptop a veth "eth0" with
+# a default route, like a laptop with no VPN), a private mount namespace
+# (fresh /proc, /sys, /run and /tmp that vanish with it), a private PID
+# namespace. Nothing reaches or changes the host's network or mounts.
+#
+# --laptop: eth0 (192.0.2.10/24, default via 192.0.2.1, a permanent
+#   neighbour so packets really leave) whose peer sits in the same private
+#   namespace with no address: test packets go out in clear and are dropped.
+# --readonly: the whole tree read-only except /tmp, /run and each PATH given
+#   with --rw PATH (as ProtectSystem=strict + StateDirectory= do).
+set -euo pipefail
+
+root=$1; shift
+laptop=0
+readonly_root=0
+rw_paths=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --laptop) laptop=1 ;;
+        --readonly) readonly_root=1 ;;
+        --rw) rw_paths+=("$2"); shift ;;
+        --) shift; break ;;
+        *) echo "nsroot.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ $# -gt 0 ] || { echo "nsroot.sh: no command" >&2; exit 2; }
+
+inner() {
+    # Runs inside the new namespaces (still on the host's file system).
+    mount --make-rprivate /
+    if [ "$readonly_root" = 1 ]; then
+        mount --bind "$root" "$root"
+    fi
+    mount -t proc proc "$root/proc"
+    mount -t sysfs sysfs "$root/sys"
+    mount -t tmpfs -o mode=0755 tmpfs "$root/run"
+    mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+    if [ "$readonly_root" = 1 ]; then
+        for path in "${rw_paths[@]}"; do
+            mount --bind "$root$path" "$root$path"
+        done
+        mount -o remount,bind,ro "$root"
+    fi
+    ip link set lo up
+    if [ "$laptop" = 1 ]; then
+        ip link add eth0 type veth peer name upstream0
+        ip link set upstream0 up
+        ip addr add 192.0.2.10/24 dev eth0
+        ip link set eth0 up
+        ip neigh replace 192.0.2.1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent
+        ip route add default via 192.0.2.1 dev eth0
+        ip -6 addr add 2001:db8::10/64 dev eth0 nodad
+        ip -6 neigh replace 2001:db8::1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent
+        ip -6 route add default via 2001:db8::1 dev eth0
+    fi
+    exec chroot "$root" "$@"
+}
+
+export root laptop readonly_root
+export -f inner
+# rw_paths is an array: pass it through a string.
+export RW_PATHS="${rw_paths[*]:-}"
+exec unshare --mount --net --pid --fork --kill-child -- \
+    bash -c 'read -r -a rw_paths <<<"$RW_PATHS"; inner "$@"' nsroot "$@"
