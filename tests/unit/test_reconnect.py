@@ -311,3 +311,57 @@ def test_config_bounds_the_cut_and_the_wait():
         config.from_mapping({"agent": {"reconnect_cut": "5m"}})
     with pytest.raises(ConfigError, match="agent.reconnect_bound"):
         config.from_mapping({"agent": {"reconnect_bound": "0s"}})
+
+
+# ---------------------------------------------------------------- deciding "back" (no network)
+
+def plan(bound_s=1.0):
+    return disrupt.CutPlan(endpoints=(SERVER,), canaries=(CANARY,), tunnel_names=("wg0",),
+                           wireguard_names=("wg0",), cut_s=3.0, bound_s=bound_s)
+
+
+def scripted(monkeypatch, pulses, routes):
+    """read_pulse / routed_into answer from lists (the last answer repeats); nudges are counted."""
+    sent = []
+    monkeypatch.setattr(disrupt, "POLL_S", 0.001)
+    monkeypatch.setattr(disrupt, "read_pulse", lambda *a: pulses.pop(0) if len(pulses) > 1 else pulses[0])
+    monkeypatch.setattr(disrupt, "routed_into", lambda t, lookup: routes.pop(0) if len(routes) > 1 else routes[0])
+    monkeypatch.setattr(disrupt, "nudge", lambda targets: sent.append(list(targets)))
+    return sent
+
+
+def test_back_needs_routes_and_a_sign_from_the_far_end(monkeypatch):
+    quiet = disrupt.Pulse(rx={"wg0": (5, 10)}, handshake=1000)
+    answered = disrupt.Pulse(rx={"wg0": (5, 12)}, handshake=1000)
+    # a reply arrives while the canary still goes out of eth0: not back until it is routed again
+    sent = scripted(monkeypatch, [answered, answered, answered], [{CANARY: "eth0"}, {CANARY: "wg0"}])
+    result = disrupt.CutOutcome(plan=plan(), baseline="")
+    disrupt._wait_back(plan(), None, 2000.0, time.monotonic(), quiet, result)
+    assert result.back and result.decided_by == "reply-through-tunnel"
+    assert result.back_detail["routes"] == {CANARY: "wg0"} and sent == [[CANARY]]
+
+
+def test_a_handshake_newer_than_the_cut_decides(monkeypatch):
+    quiet = disrupt.Pulse(rx={"wg0": (5, 10)}, handshake=1000)
+    scripted(monkeypatch, [disrupt.Pulse(rx={"wg0": (5, 10)}, handshake=2001)], [{CANARY: "wg0"}])
+    result = disrupt.CutOutcome(plan=plan(), baseline="")
+    disrupt._wait_back(plan(), None, 2000.5, time.monotonic(), quiet, result)
+    assert result.decided_by == "wireguard-handshake" and result.back_detail["handshake_at"] == 2001
+
+
+def test_not_back_within_the_bound(monkeypatch):
+    gone = disrupt.Pulse(rx={}, handshake=None)
+    sent = scripted(monkeypatch, [gone], [{CANARY: "eth0"}])
+    result = disrupt.CutOutcome(plan=plan(bound_s=0.05), baseline="")
+    disrupt._wait_back(plan(bound_s=0.05), None, 2000.0, time.monotonic(), gone, result)
+    assert not result.back and result.final_routes == {CANARY: "eth0"}
+    assert result.back_detail["tunnel_interfaces_present"] == [] and sent == []  # nothing sent in clear
+
+
+def test_no_baseline_reply_means_no_measurement(monkeypatch):
+    quiet = disrupt.Pulse(rx={"wg0": (5, 10)}, handshake=1000)
+    scripted(monkeypatch, [quiet], [{CANARY: "wg0"}])
+    with pytest.raises(disrupt.CannotMeasure, match="no reply"):
+        disrupt.baseline(plan(), None, wait_s=0.02)
+    scripted(monkeypatch, [quiet, disrupt.Pulse(rx={"wg0": (5, 11)}, handshake=1000)], [{CANARY: "wg0"}])
+    assert "received on wg0" in disrupt.baseline(plan(), None, wait_s=5)
