@@ -9,8 +9,11 @@ cd "$(dirname "$0")/.."
 runtime=(python3 python3-venv python3-dev build-essential iproute2 nftables wireguard-tools)
 # chromium: the collector's web page is tested in a real headless browser.
 lab=(wireguard-go tcpdump postgresql chromium)
+# Package tests (tests/packaging): a clean Debian root made with debootstrap,
+# `systemd-analyze verify|security` on the units, dpkg-deb to build the .debs.
+packaging=(debootstrap systemd dpkg)
 packages=("${runtime[@]}")
-[ "${1:-}" = "--test" ] && packages+=("${lab[@]}")
+[ "${1:-}" = "--test" ] && packages+=("${lab[@]}" "${packaging[@]}")
 
 missing=()
 for pkg in "${packages[@]}"; do
