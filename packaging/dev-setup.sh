@@ -10,8 +10,9 @@ runtime=(python3 python3-venv python3-dev build-essential iproute2 nftables wire
 # chromium: the collector's web page is tested in a real headless browser.
 lab=(wireguard-go tcpdump postgresql chromium)
 # Package tests (tests/packaging): a clean Debian root made with debootstrap,
-# `systemd-analyze verify|security` on the units, dpkg-deb to build the .debs.
-packaging=(debootstrap systemd dpkg)
+# `systemd-analyze verify|security` on the units, the units started by a real
+# systemd in a container (systemd-nspawn), dpkg-deb to build the .debs.
+packaging=(debootstrap systemd systemd-container dpkg)
 packages=("${runtime[@]}")
 [ "${1:-}" = "--test" ] && packages+=("${lab[@]}" "${packaging[@]}")
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# nsroot.sh ROOT [--laptop] [--readonly PATH...] -- COMMAND...
+# nsroot.sh ROOT [--laptop] [--readonly [--rw PATH]...] -- COMMAND...
+# nsroot.sh ROOT [--laptop] --boot
 #
 # Run COMMAND chrooted into the Debian tree ROOT, in namespaces of its own:
 # a private network namespace (only lo, or with --laptop a veth "eth0" with
@@ -12,15 +13,20 @@
 #   namespace with no address: test packets go out in clear and are dropped.
 # --readonly: the whole tree read-only except /tmp, /run and each PATH given
 #   with --rw PATH (as ProtectSystem=strict + StateDirectory= do).
+# --boot: instead of a command, boot ROOT's systemd as PID 1 in a container
+#   (systemd-nspawn) that shares the private network namespace; it runs
+#   until something in it powers it off.
 set -euo pipefail
 
 root=$1; shift
 laptop=0
+boot=0
 readonly_root=0
 rw_paths=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --laptop) laptop=1 ;;
+        --boot) boot=1 ;;
         --readonly) readonly_root=1 ;;
         --rw) rw_paths+=("$2"); shift ;;
         --) shift; break ;;
@@ -28,11 +34,41 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-[ $# -gt 0 ] || { echo "nsroot.sh: no command" >&2; exit 2; }
+[ $# -gt 0 ] || [ "$boot" = 1 ] || { echo "nsroot.sh: no command" >&2; exit 2; }
+
+laptop_network() {
+    ip link set lo up
+    [ "$laptop" = 1 ] || return 0
+    ip link add eth0 type veth peer name upstream0
+    ip link set upstream0 up
+    ip addr add 192.0.2.10/24 dev eth0
+    ip link set eth0 up
+    ip neigh replace 192.0.2.1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent
+    ip route add default via 192.0.2.1 dev eth0
+    ip -6 addr add 2001:db8::10/64 dev eth0 nodad
+    ip -6 neigh replace 2001:db8::1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent
+    ip -6 route add default via 2001:db8::1 dev eth0
+}
+
+boot_container() {
+    laptop_network
+    mount -t proc proc /proc  # this PID namespace's view, for nspawn
+    # nspawn keeps propagation directories under /run/systemd/nspawn: give
+    # it a private /run that vanishes with this mount namespace.
+    mount -t tmpfs -o mode=0755 tmpfs /run
+    # No --private-network: the container gets this (private) namespace.
+    # CAP_NET_ADMIN is withheld from containers sharing a network namespace
+    # by default; this one is private, and the agent unit asks for it.
+    exec systemd-nspawn --quiet --directory="$root" --register=no --keep-unit \
+        --capability=CAP_NET_ADMIN --boot
+}
 
 inner() {
     # Runs inside the new namespaces (still on the host's file system).
     mount --make-rprivate /
+    if [ "$boot" = 1 ]; then
+        boot_container
+    fi
     if [ "$readonly_root" = 1 ]; then
         mount --bind "$root" "$root"
     fi
@@ -46,23 +82,12 @@ inner() {
         done
         mount -o remount,bind,ro "$root"
     fi
-    ip link set lo up
-    if [ "$laptop" = 1 ]; then
-        ip link add eth0 type veth peer name upstream0
-        ip link set upstream0 up
-        ip addr add 192.0.2.10/24 dev eth0
-        ip link set eth0 up
-        ip neigh replace 192.0.2.1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent
-        ip route add default via 192.0.2.1 dev eth0
-        ip -6 addr add 2001:db8::10/64 dev eth0 nodad
-        ip -6 neigh replace 2001:db8::1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent
-        ip -6 route add default via 2001:db8::1 dev eth0
-    fi
+    laptop_network
     exec chroot "$root" "$@"
 }
 
-export root laptop readonly_root
-export -f inner
+export root laptop boot readonly_root
+export -f inner laptop_network boot_container
 # rw_paths is an array: pass it through a string.
 export RW_PATHS="${rw_paths[*]:-}"
 exec unshare --mount --net --pid --fork --kill-child -- \

@@ -14,7 +14,7 @@ import pytest
 
 from leakcheck import __version__
 from leakcheck.config import render_default
-from tests.packaging.debroot import DebRoot, setpriv_argv, snapshot, unit_settings
+from tests.packaging.debroot import NSROOT, DebRoot, setpriv_argv, snapshot, unit_settings
 
 AGENT_UNIT = "/lib/systemd/system/leakcheck-agent.service"
 STATE_DIR = "/var/lib/leakcheck"
@@ -231,3 +231,87 @@ def test_remove_keeps_configuration_and_purge_leaves_nothing(fresh_root: DebRoot
     gone = sorted(set(before) - set(after))
     changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
     assert (added, gone, changed) == ([], [], []), f"left behind {added}, lost {gone}, changed {changed}"
+
+
+# -- under systemd itself ---------------------------------------------------------------------
+
+CHECK_SCRIPT = r"""#!/bin/sh
+# Runs in the booted container once leakcheck-agent.service has started.
+out=/root/unit-check.txt
+for i in $(seq 240); do
+    ls /var/lib/leakcheck/spool/*.json >/dev/null 2>&1 && break
+    sleep 0.25
+done
+{
+    systemctl show leakcheck-agent.service -p ActiveState -p SubState -p NRestarts
+    pid=$(systemctl show -p MainPID --value leakcheck-agent.service)
+    grep -E '^(Uid|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/$pid/status | sed 's/:\t*/=/; s/\t/ /g'
+    echo "token=$(stat -c '%U:%G %a' /etc/leakcheck/token)"
+    systemctl stop leakcheck-agent.service
+    systemctl show leakcheck-agent.service -p Result -p ExecMainStatus | sed 's/^/stop_/'
+    rm -f /etc/leakcheck/token
+    systemctl start leakcheck-run.service
+    systemctl show leakcheck-run.service -p Result -p ExecMainStatus | sed 's/^/run_/'
+} >$out 2>&1
+journalctl --no-pager -u leakcheck-agent.service -u leakcheck-run.service >/root/unit-journal.txt 2>&1
+systemctl poweroff --no-block
+"""
+
+CHECK_UNIT = """[Unit]
+Description=packaging test: inspect leakcheck-agent.service, then power off
+After=leakcheck-agent.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/leakcheck-unit-check
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def test_agent_unit_under_systemd(fresh_root: DebRoot) -> None:
+    """The installed, enabled unit started by systemd (PID 1 of a container
+    sharing the test's private "laptop" network): the agent runs with the
+    unit's user, exactly two capabilities, no new privileges and its
+    system-call filter; completes a run; stops cleanly. The timer's service
+    succeeds on a leak (exit 1 is a finding, not a failure)."""
+    root = fresh_root
+    root.run(["dpkg", "-i", str(root.debs["leakcheck"])])
+    config = root.file("/etc/leakcheck/leakcheck.toml")
+    config.write_text(config.read_text().replace('#url = ""', 'url = "http://127.0.0.1:9"'))
+    root.sh("printf tok > /etc/leakcheck/token && chmod 0600 /etc/leakcheck/token")
+    script = root.file("/usr/local/sbin/leakcheck-unit-check")
+    script.write_text(CHECK_SCRIPT)
+    script.chmod(0o755)
+    root.file("/etc/systemd/system/leakcheck-unit-check.service").write_text(CHECK_UNIT)
+    root.file("/etc/systemd/system/multi-user.target.wants/leakcheck-unit-check.service").symlink_to(
+        "/etc/systemd/system/leakcheck-unit-check.service")
+
+    booted = subprocess.run(["bash", str(NSROOT), str(root.path), "--laptop", "--boot"],
+                            capture_output=True, text=True, timeout=240)
+    result_file = root.file("/root/unit-check.txt")
+    assert result_file.exists(), f"the container did not get to the check:\n{booted.stdout[-3000:]}\n{booted.stderr[-3000:]}"
+    journal = root.file("/root/unit-journal.txt").read_text()
+    result = dict(line.split("=", 1) for line in result_file.read_text().splitlines() if "=" in line)
+    uid = root.run(["id", "-u", "leakcheck"]).stdout.strip()
+    two = f"{(1 << 12) | (1 << 13):016x}"
+    assert result["ActiveState"] == "active" and result["NRestarts"] == "0", (result, journal)
+    assert result["Uid"].split() == [uid] * 4
+    assert {result[k] for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")} == {two}
+    assert result["NoNewPrivs"] == "1" and result["Seccomp"] == "2"
+    assert result["token"] == "root:leakcheck 640"  # ExecStartPre=+ ran
+    assert (result["stop_Result"], result["stop_ExecMainStatus"]) == ("success", "0"), journal
+    # A leak found (exit 1) still counts as success for the unit.
+    assert result["run_Result"] == "success" and "VERDICT: LEAK" in journal, journal
+
+    spooled = sorted(root.file(f"{STATE_DIR}/spool").glob("*.json"))
+    assert spooled, journal
+    reports = [check_report(p.read_text()) for p in spooled]
+    assert {r["verdict"] for r in reports} == {"leak"}, journal
+    for report in reports:
+        for probe in report["probes"]:
+            assert probe["status"] != "error", probe
+            if probe["status"] == "skip":
+                skip_reason(probe)
+    assert "Traceback" not in journal, journal
