@@ -264,6 +264,148 @@ class WireGuardInfo:
     latest_handshake: int | None  # unix time of the newest handshake, None = never
 
 
+# ---------------------------------------------------------------- firewall, processes, sockets
+# Read for the perapp and tethering probes (leakcheck/linux/firewall.py, sockets.py, downstream.py).
+
+@dataclass(frozen=True)
+class FirewallChain:
+    source: str  # nftables | iptables | ip6tables
+    family: str  # nftables family (ip, ip6, inet, bridge...); iptables: ip / ip6
+    table: str
+    name: str
+    type: str | None = None  # filter, route, nat (base chains only)
+    hook: str | None = None  # prerouting, input, forward, output, postrouting; None: a regular chain
+    priority: int = 0
+    policy: str | None = None  # accept | drop (base chains)
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    """One rule, reduced to the selectors and actions leakcheck reasons about.
+    Selector tuples hold alternatives (any may match); `negated` names the
+    selectors written with `!=`. `opaque` lists matches not understood: a
+    rule with any cannot be decided and is treated as "may match"."""
+
+    source: str
+    family: str
+    table: str
+    chain: str
+    text: str  # the rule as nft / iptables-save would print it (for evidence)
+    uids: tuple[tuple[int, int], ...] = ()  # meta skuid / -m owner --uid-owner
+    gids: tuple[tuple[int, int], ...] = ()
+    cgroups: tuple[str, ...] = ()  # "cgroupv2:<path>" or "classid:<hex>" (net_cls)
+    iifnames: tuple[str, ...] = ()  # may end in * (a prefix match)
+    oifnames: tuple[str, ...] = ()
+    saddrs: tuple[str, ...] = ()  # prefixes
+    daddrs: tuple[str, ...] = ()
+    marks: tuple[tuple[int, int], ...] = ()  # matched packet mark (value, mask)
+    l4protos: tuple[str, ...] = ()
+    nfprotos: tuple[str, ...] = ()  # ipv4 / ipv6 (meta nfproto in an inet table)
+    ct_states: tuple[str, ...] = ()
+    negated: tuple[str, ...] = ()  # selector names matched with != ("uids", "oifnames"...)
+    opaque: tuple[str, ...] = ()  # matches leakcheck does not interpret
+    set_mark: int | None = None  # meta mark set / MARK --set-(x)mark: the packet mark
+    set_mark_mask: int = 0xFFFFFFFF
+    set_ct_mark: int | None = None
+    action: str | None = None  # accept, drop, reject, return, jump, goto, masquerade, snat, dnat, redirect
+    target: str | None = None  # chain of jump / goto; address of snat / dnat
+
+    @property
+    def selects_by_owner(self) -> bool:
+        return bool(self.uids or self.gids or self.cgroups)
+
+
+@dataclass(frozen=True)
+class Firewall:
+    chains: tuple[FirewallChain, ...] = ()
+    rules: tuple[FirewallRule, ...] = ()
+    sources: tuple[str, ...] = ()  # what was read: nftables, iptables, ip6tables
+    unreadable: tuple[str, ...] = ()  # what could not be read, and why
+
+    def chain(self, source: str, family: str, table: str, name: str) -> FirewallChain | None:
+        for chain in self.chains:
+            if (chain.source, chain.family, chain.table, chain.name) == (source, family, table, name):
+                return chain
+        return None
+
+    def rules_of(self, chain: FirewallChain) -> list[FirewallRule]:
+        return [r for r in self.rules if (r.source, r.family, r.table, r.chain) ==
+                (chain.source, chain.family, chain.table, chain.name)]
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    name: str
+    uid: int
+    user: str | None = None
+    exe: str | None = None
+    cgroup: str | None = None  # cgroup v2 path ("0::" line of /proc/PID/cgroup)
+    tunnel_client: bool = False  # holds /dev/net/tun open: a userspace VPN / tunnel client
+
+    def evidence(self) -> dict[str, object]:
+        return {"pid": self.pid, "name": self.name, "exe": self.exe, "uid": self.uid, "user": self.user}
+
+
+@dataclass(frozen=True)
+class SocketInfo:
+    protocol: str  # tcp | udp
+    family: int  # 4 | 6 (IPv4-mapped IPv6 sockets are reported as 4)
+    state: str  # established, syn-sent, unconnected, ...
+    local: str
+    local_port: int
+    remote: str | None  # None: not connected (UDP) or wildcard
+    remote_port: int | None
+    uid: int
+    inode: int
+    bound_device: str | None = None  # SO_BINDTODEVICE
+    mark: int | None = None  # SO_MARK; None when not readable (needs CAP_NET_ADMIN)
+    pids: tuple[int, ...] = ()  # processes holding it (empty when not visible)
+
+    def describe(self) -> str:
+        remote = f"{_hostport(self.remote, self.remote_port)}" if self.remote else "(not connected)"
+        dev = f" bound to {self.bound_device}" if self.bound_device else ""
+        return f"{self.protocol} {_hostport(self.local, self.local_port)} -> {remote}{dev}"
+
+
+def _hostport(host: str | None, port: int | None) -> str:
+    host = host or "*"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Processes, logins and live sockets of this network namespace."""
+
+    processes: tuple[ProcessInfo, ...] = ()
+    sockets: tuple[SocketInfo, ...] = ()
+    logins: tuple[tuple[str, int], ...] = ()  # (user, uid) with a login session
+    socket_source: str = ""  # sock_diag | psutil
+    complete: bool = False  # every process and socket owner was visible (root)
+    limits: tuple[str, ...] = ()  # what could not be seen, and why
+
+    def process(self, pid: int) -> ProcessInfo | None:
+        for proc in self.processes:
+            if proc.pid == pid:
+                return proc
+        return None
+
+    def owners(self, sock: SocketInfo) -> list[ProcessInfo]:
+        return [p for p in (self.process(pid) for pid in sock.pids) if p is not None]
+
+
+@dataclass(frozen=True)
+class LinkDetail:
+    """What kind of device a link is, beyond its netlink kind (for tethering)."""
+
+    name: str
+    devtype: str | None = None  # DEVTYPE from sysfs uevent: wlan, bridge, gadget, vlan...
+    driver: str | None = None
+    wireless_mode: str | None = None  # AP, managed, ... (when `iw` tells)
+    peer_elsewhere: bool = False  # veth whose peer lives in another network namespace
+
+
+
 @dataclass(frozen=True)
 class NetState:
     links: tuple[Link, ...] = ()
@@ -277,12 +419,18 @@ class NetState:
     wireguard: tuple[WireGuardInfo, ...] = ()
     stub_resolver: str | None = None  # e.g. "systemd-resolved" when resolv.conf points at it
     notes: tuple[str, ...] = ()  # what could not be read, and why
+    firewall: Firewall | None = None  # None: not read
+    activity: Activity | None = None  # processes and live sockets; None: not read
+    link_details: tuple[LinkDetail, ...] = ()
 
     def link(self, name_or_index: str | int | None) -> Link | None:
         for link in self.links:
             if link.name == name_or_index or link.index == name_or_index:
                 return link
         return None
+
+    def link_detail(self, name: str) -> LinkDetail | None:
+        return next((d for d in self.link_details if d.name == name), None)
 
     def ifname(self, index: int | None) -> str | None:
         link = self.link(index) if index is not None else None

@@ -10,6 +10,8 @@ BUILTIN = (
     "probes.split:SplitProbe",
     "probes.dns:DnsProbe",
     "probes.ipv6:Ipv6Probe",
+    "probes.perapp:PerAppProbe",
+    "probes.tethering:TetheringProbe",
     # Keep last: with --disruptive it cuts the tunnel, and every other probe
     # must look at the network before that.
     "probes.reconnect:ReconnectProbe",

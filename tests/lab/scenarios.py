@@ -354,6 +354,75 @@ FAULTS: dict[str, Knob] = {
         "A firewall kill switch (as Mullvad's or an always-on client's): the laptop's output drops "
         "everything but lo, wg0, WireGuard to the server and IPv6 neighbour discovery.",
         (_kill_switch,)),
+    # -- per-app (perapp probe): uid 1234 runs `sleep`; the rules name it ------------------
+    "uid-bypass": Knob(
+        "A per-user bypass: 'uidrange 1234-1234 lookup main priority 100' (both families) ahead of "
+        "wg-quick's rules, and a process (sleep) running as uid 1234. Leaks with wg-quick (main keeps its "
+        "default via eth0).",
+        ("ip -4 rule add uidrange 1234-1234 lookup main priority 100",
+         "ip -6 rule add uidrange 1234-1234 lookup main priority 100",
+         lambda lab: lab.start_lap_process("uid-1234", ["sleep", "600"], uid=1234))),
+    "uid-in-tunnel": Knob(
+        "The correct twin of uid-bypass: uid 1234's rules look up wg-quick's table 51820 (into wg0); "
+        "sleep runs as uid 1234.",
+        (f"ip -4 rule add uidrange 1234-1234 lookup {WG_QUICK_TABLE} priority 100",
+         f"ip -6 rule add uidrange 1234-1234 lookup {WG_QUICK_TABLE} priority 100",
+         lambda lab: lab.start_lap_process("uid-1234", ["sleep", "600"], uid=1234))),
+    "uid-mark-bypass": Knob(
+        "Firewall-marked user: nftables (type route hook output) marks uid 1234's packets 0x1234 and "
+        "'fwmark 0x1234 lookup main priority 90' (both families) routes them around wg0; sleep runs as uid 1234.",
+        ("nft add table inet lc_perapp",
+         "nft add chain inet lc_perapp out '{ type route hook output priority mangle; }'",
+         "nft add rule inet lc_perapp out meta skuid 1234 meta mark set 0x1234",
+         "ip -4 rule add fwmark 0x1234 lookup main priority 90",
+         "ip -6 rule add fwmark 0x1234 lookup main priority 90",
+         lambda lab: lab.start_lap_process("uid-1234", ["sleep", "600"], uid=1234))),
+    "bound-socket": Knob(
+        "An app bound to the physical device: a python process whose UDP socket is bound to eth0 "
+        "(SO_BINDTODEVICE) and connected to 198.51.100.1:9.",
+        (lambda lab: lab.start_bound_socket("eth0"),)),
+    "bound-socket-tunnel": Knob(
+        "The correct twin of bound-socket: the python process's UDP socket is bound to wg0.",
+        (lambda lab: lab.start_bound_socket("wg0"),)),
+    # -- tethering (tethering probe): client namespace <tag>-tcl 192.168.42.2/24 behind usb0 ------
+    "tether-leak": Knob(
+        "USB tethering out of the LAN: a client namespace (192.168.42.2/24) behind the laptop's usb0 "
+        "(192.168.42.1/24), IPv4 forwarding on, 'iif usb0 lookup 42 priority 100' with table 42's default "
+        "via the LAN router (as Android tethering routes), masquerade out of eth0.",
+        (lambda lab: lab.add_tethered_client(),
+         f"ip -4 route add default via {LAN_ROUTER} dev eth0 table 42",
+         "ip -4 rule add iif usb0 lookup 42 priority 100",
+         sysctl("net.ipv4.ip_forward", 1),
+         "nft add table ip lc_tether",
+         "nft add chain ip lc_tether post '{ type nat hook postrouting priority srcnat; }'",
+         "nft add rule ip lc_tether post ip saddr 192.168.42.0/24 oifname eth0 masquerade"),
+        undo=(lambda lab: lab.remove_tethered_client(),)),
+    "tether-tunnel": Knob(
+        "The correct twin of tether-leak: the same client behind usb0, forwarding on, forwarded along the "
+        "style's default path into wg0 and masqueraded out of wg0.",
+        (lambda lab: lab.add_tethered_client(),
+         sysctl("net.ipv4.ip_forward", 1),
+         "nft add table ip lc_tether",
+         "nft add chain ip lc_tether post '{ type nat hook postrouting priority srcnat; }'",
+         "nft add rule ip lc_tether post ip saddr 192.168.42.0/24 oifname wg0 masquerade"),
+        undo=(lambda lab: lab.remove_tethered_client(),)),
+    "tether-no-forwarding": Knob(
+        "tether-leak's client, table 42, rule and masquerade, but IPv4 forwarding off: nothing is forwarded.",
+        (lambda lab: lab.add_tethered_client(),
+         f"ip -4 route add default via {LAN_ROUTER} dev eth0 table 42",
+         "ip -4 rule add iif usb0 lookup 42 priority 100",
+         sysctl("net.ipv4.ip_forward", 0),
+         "nft add table ip lc_tether",
+         "nft add chain ip lc_tether post '{ type nat hook postrouting priority srcnat; }'",
+         "nft add rule ip lc_tether post ip saddr 192.168.42.0/24 oifname eth0 masquerade"),
+        undo=(lambda lab: lab.remove_tethered_client(),)),
+    "forward-kill-switch": Knob(
+        "A kill switch on forwarded traffic: nftables forward chain (policy drop) accepts only traffic "
+        "out of wg0 and replies (ct state established,related).",
+        ("nft add table inet lc_fwd",
+         "nft add chain inet lc_fwd forward '{ type filter hook forward priority filter; policy drop; }'",
+         "nft add rule inet lc_fwd forward ct state established,related accept",
+         "nft add rule inet lc_fwd forward oifname wg0 accept")),
 }
 
 

@@ -1187,3 +1187,68 @@ table inet leakcheck_lab {
             report = None
         return LabRun(argv=argv, returncode=None if timed_out else proc.returncode, stdout=stdout, stderr=stderr,
                       report=report, seconds=time.monotonic() - started, timed_out=timed_out)
+
+    # ------------------------------------------------------------ per-app and tethering (perapp, tethering probes)
+
+    def start_lap_process(self, key: str, argv: Sequence[str], *, uid: int | None = None,
+                          ready: bytes | None = None) -> subprocess.Popen:
+        """A background process in the laptop (as `uid` when given); with `ready`, returns
+        once it printed that. It dies with the laptop namespace at the next reset."""
+        if uid is not None:
+            argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
+        proc = self._spawn("lap", list(argv), key, stdout=subprocess.PIPE if ready else None)
+        if ready:
+            readable, _, _ = select.select([proc.stdout.fileno()], [], [], WAIT)
+            line = os.read(proc.stdout.fileno(), 200) if readable else b""
+            if ready not in line:
+                self._stop(key)
+                raise LabError(f"{key} did not start: {line!r} {self._log_tail(key)}")
+        elif proc.poll() is not None:
+            raise LabError(f"{key} exited at once: {self._log_tail(key)}")
+        return proc
+
+    def start_bound_socket(self, device: str, dst: str = CANARY_V4, port: int = 9) -> subprocess.Popen:
+        """A python process in the laptop with a UDP socket bound to `device` (SO_BINDTODEVICE),
+        connected to dst:port (one datagram sent), then sleeping: an app that skips routing."""
+        code = ("import socket, sys, time\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, {device.encode()!r})\n"
+                f"s.connect(({dst!r}, {port}))\n"
+                "s.send(b'bound-socket')\n"
+                "print('ready', flush=True)\n"
+                "time.sleep(600)\n")
+        return self.start_lap_process(f"bound-{device}", [sys.executable, "-c", code], ready=b"ready")
+
+    @property
+    def tether_client(self) -> str:
+        """Namespace of a tethered client (see add_tethered_client)."""
+        return f"{self.tag}-tcl"
+
+    def add_tethered_client(self, ifname: str = "usb0", client: str = "192.168.42.2",
+                            gateway: str = "192.168.42.1", prefixlen: int = 24) -> None:
+        """A tethered device: namespace <tag>-tcl whose eth0 (client/prefixlen, default via
+        gateway) is the peer of the laptop's `ifname` (gateway/prefixlen), like USB tethering."""
+        self._remove_stale_clients()
+        self.remove_tethered_client()
+        _run(["ip", "netns", "add", self.tether_client])
+        self.ip("link set lo up", ns=self.tether_client)
+        self.ip(f"link add {ifname} type veth peer name eth0 netns {self.tether_client}")
+        self.ip(f"-4 addr add {gateway}/{prefixlen} dev {ifname}")
+        self.ip(f"link set {ifname} up")
+        self.ip(f"-4 addr add {client}/{prefixlen} dev eth0", ns=self.tether_client)
+        self.ip("link set eth0 up", ns=self.tether_client)
+        self.ip(f"-4 route add default via {gateway} dev eth0", ns=self.tether_client)
+
+    def remove_tethered_client(self) -> None:
+        delete_netns(self.tether_client)
+
+    @staticmethod
+    def _remove_stale_clients() -> None:
+        """Client namespaces of labs whose process is gone (they are not lap/isp/vpn, so
+        remove_stale_labs leaves them)."""
+        if not linux.NETNS_RUN_DIR.is_dir():
+            return
+        for name in os.listdir(linux.NETNS_RUN_DIR):
+            match = re.match(r"^lc(\d+)-tcl$", name)
+            if match and not linux.pid_alive(int(match.group(1))):
+                delete_netns(name)
