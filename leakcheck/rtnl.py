@@ -20,6 +20,7 @@ RTM_GETROUTE = 26
 NLMSG_ERROR = 2
 NLM_F_REQUEST = 0x1
 RTM_F_FIB_MATCH = 0x2000  # answer with the matching FIB entry (its prefix, table, protocol)
+RTM_F_LOOKUP_TABLE = 0x1000  # report the table that matched (without it the kernel says "main")
 
 RTA_DST, RTA_SRC, RTA_IIF, RTA_OIF, RTA_GATEWAY = 1, 2, 3, 4, 5
 RTA_PRIORITY, RTA_PREFSRC, RTA_MULTIPATH, RTA_TABLE = 6, 7, 9, 15
@@ -85,7 +86,7 @@ def encode(query: Query, seq: int) -> bytes:
     if query.dport is not None:
         attrs.append(_attr(RTA_DPORT, struct.pack("!H", query.dport)))
     body = RTMSG.pack(family, bits, bits if query.src is not None else 0, 0, 0, 0, 0, 0,
-                      RTM_F_FIB_MATCH) + b"".join(attrs)
+                      RTM_F_FIB_MATCH | RTM_F_LOOKUP_TABLE) + b"".join(attrs)
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), RTM_GETROUTE, NLM_F_REQUEST, seq, 0) + body
 
 

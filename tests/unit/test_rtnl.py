@@ -12,7 +12,7 @@ def test_encode_request_with_selectors():
     length, mtype, flags, seq, _ = rtnl.NLMSGHDR.unpack_from(raw)
     assert (length, mtype, flags, seq) == (len(raw), rtnl.RTM_GETROUTE, rtnl.NLM_F_REQUEST, 7)
     family, dst_len, *_rest, rflags = rtnl.RTMSG.unpack_from(raw, 16)
-    assert family == 2 and dst_len == 32 and rflags == rtnl.RTM_F_FIB_MATCH
+    assert family == 2 and dst_len == 32 and rflags == rtnl.RTM_F_FIB_MATCH | rtnl.RTM_F_LOOKUP_TABLE
     attrs = dict(rtnl._iter_attrs(raw, 16 + rtnl.RTMSG.size, len(raw)))
     assert attrs[rtnl.RTA_DST] == bytes([198, 51, 100, 1])
     assert struct.unpack("=I", attrs[rtnl.RTA_UID])[0] == 1000
