@@ -7,6 +7,7 @@ Build the app with `create_app(Settings(...))` (leakcheck.collector.app);
 - contract.py   request models: the report contract (leakcheck.report/1)
 - schema.py     tables and numbered migrations
 - store.py      every SQL statement (routes never hold SQL)
+- ingest.py     group commit: writer threads store queued submissions in batches
 - security.py   token generation and hashing
 - deps.py       FastAPI dependencies: store, authentication
 - routes/       one router per resource

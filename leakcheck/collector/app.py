@@ -4,11 +4,14 @@ each app owns its engine, store and metrics (tests build as many as they like)."
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from leakcheck import __version__
 from leakcheck.collector.db import make_engine
+from leakcheck.collector.deps import refusal
+from leakcheck.collector.ingest import Ingest
 from leakcheck.collector.limits import BodyLimit
 from leakcheck.collector.routes import devices, enroll, export, findings, fleet, health, reports, web
 from leakcheck.collector.schema import migrate
@@ -25,18 +28,26 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
                               "serves fleet views to analysts.")
     app.state.settings = settings
     app.state.store = Store(engine)
+    app.state.ingest = Ingest(app.state.store, settings.rate_limit, settings.rate_window_s)
     app.state.metrics = health.Metrics()
     for module in (enroll, reports, devices, findings, fleet, export, health, web):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.method == "POST" and request.url.path == "/api/v1/reports":
+            # A bad token is refused as such, whatever the document looks like.
+            refused = await run_in_threadpool(refusal, request)
+            if refused is not None:
+                return JSONResponse({"detail": refused.detail}, status_code=refused.status_code,
+                                    headers=refused.headers)
         request.app.state.metrics.count("rejected_invalid")
         # Name the fields, not the values: a rejected document is not echoed back.
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()][:20]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    app.router.add_event_handler("shutdown", app.state.ingest.close)
     app.router.add_event_handler("shutdown", engine.dispose)
     # Outermost: an oversize body is refused before routing or parsing.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -21,7 +21,10 @@ def get_settings(request: Request) -> Settings:
 
 
 def _principal(request: Request, credentials: HTTPAuthorizationCredentials | None, store: Store) -> Principal:
-    token = credentials.credentials if credentials else request.cookies.get(COOKIE)
+    return _lookup(store, credentials.credentials if credentials else request.cookies.get(COOKIE))
+
+
+def _lookup(store: Store, token: str | None) -> Principal:
     if not token:
         raise HTTPException(401, "missing token: send Authorization: Bearer <token>",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -31,12 +34,30 @@ def _principal(request: Request, credentials: HTTPAuthorizationCredentials | Non
     return principal
 
 
-def device_principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-                     store: Store = Depends(get_store)) -> Principal:
-    principal = _principal(request, credentials, store)
+async def submitted_token(request: Request,
+                          credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+    """The token a submission came with, unchecked: the submission's own
+    transaction checks it (leakcheck.collector.store.Store.submit_batch)."""
+    token = credentials.credentials if credentials else request.cookies.get(COOKIE)
+    if not token:
+        raise HTTPException(401, "missing token: send Authorization: Bearer <token>",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return token[:200]
+
+
+def refusal(request: Request) -> HTTPException | None:
+    """For a submission that failed validation: the 401/403 its token earns,
+    if any, so that a stranger learns nothing about what would be accepted."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    token = value.strip() if scheme.lower() == "bearer" and value.strip() else request.cookies.get(COOKIE)
+    try:
+        principal = _lookup(get_store(request), token)
+    except HTTPException as exc:
+        return exc
     if principal.kind != "device":
-        raise HTTPException(403, "only a device token can submit reports")
-    return principal
+        return HTTPException(403, "only a device token can submit reports")
+    return None
 
 
 def analyst_principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),

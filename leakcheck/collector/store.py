@@ -3,19 +3,23 @@
 Written for many stateless replicas over one PostgreSQL: every write is a
 single transaction whose effects are idempotent on `report_id` (the
 primary key decides which replica stores a report; the loser stores
-nothing), and counters are updated in place by the database.
+nothing), and counters are updated in place by the database. Submissions
+are stored in batches, one transaction each (see submit_batch and
+leakcheck.collector.ingest), with hand-written SQL: that path is hot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
+import re
+from typing import Any, Iterator, Sequence
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -29,10 +33,6 @@ class CloneSuspected(Exception):
     """A second installation claims a device id that another one holds."""
 
 
-class ForeignReport(Exception):
-    """The report_id is already stored for a different device."""
-
-
 @dataclass(frozen=True)
 class Principal:
     kind: str  # device | analyst
@@ -40,9 +40,20 @@ class Principal:
 
 
 @dataclass(frozen=True)
-class Submission:
-    stored: bool
-    retry_after: int | None = None  # set when rate limited (nothing stored)
+class Pending:
+    """One submission waiting to be stored: the validated report, the JSON
+    stored for it, and the hash of the token it came with."""
+    report: ReportIn
+    body: str
+    token_hash: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int  # 201 stored, 200 already stored, 401, 403, 409, 429
+    detail: str
+    metric: str  # the outcome counted in /metrics
+    retry_after: int | None = None
 
 
 def _insert(conn: Connection, table):  # type: ignore[no-untyped-def]
@@ -65,6 +76,7 @@ class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._writer = engine.execution_options(immediate=True)
+        self._statements: dict[str, str] | None = None
 
     # -- tokens and enrollment ---------------------------------------------------
 
@@ -139,78 +151,116 @@ class Store:
 
     # -- submissions --------------------------------------------------------------
 
-    def submit(self, report: ReportIn, body: str, device_id: str, limit: int, window_s: int) -> Submission:
+    def writer_connection(self) -> Connection:
+        """A connection for a long-lived writer (leakcheck.collector.ingest):
+        kept across batches, so no pool checkout and no liveness ping each time."""
+        return self._writer.connect()
+
+    def submit_batch(self, items: Sequence[Pending], limit: int, window_s: int,
+                     conn: Connection | None = None) -> list[Outcome]:
+        """Store a batch of submissions in one transaction (group commit: one
+        BEGIN/COMMIT, and on PostgreSQL a handful of pipelined round trips,
+        however many reports). Each gets its own outcome, as if submitted alone:
+
+        - auth + rate limit: one UPDATE of the device's counters that matches
+          only with a live device token *of the report's device*; no match is
+          classified afterwards (401 unknown/revoked, 403 analyst token or
+          another device's report);
+        - 429 when over the limit (the count stays: a flood is still a flood);
+        - INSERT ... ON CONFLICT (report_id) DO NOTHING: stored (201), or
+          already stored (200), or stored for another device (409);
+        - then its findings, the device's latest state (only a newer report
+          replaces it), current findings, and the per-day counters (summed
+          per batch, written last, just before COMMIT, in a fixed order); on
+          PostgreSQL these go in one pipeline, a single round trip.
+
+        Rows are visited in (device_id, report_id) order so two replicas'
+        concurrent batches lock the same rows in the same order (no deadlock).
+        """
         now = time.time()
-        with self._writer.begin() as conn:
-            retry_after = self._rate_limited(conn, device_id, now, limit, window_s)
-            if retry_after is not None:
-                return Submission(stored=False, retry_after=retry_after)
-            inserted = conn.execute(_insert(conn, reports).values(**_report_row(report, body, now))
-                                    .on_conflict_do_nothing(index_elements=["report_id"])
-                                    .returning(reports.c.report_id)).first()
-            if inserted is None:
-                owner = conn.execute(select(reports.c.device_id)
-                                     .where(reports.c.report_id == report.report_id)).scalar()
-                if owner != device_id:
-                    raise ForeignReport(report.report_id)
-                return Submission(stored=False)
-            self._store_findings(conn, report)
-            self._count_day(conn, report)
-            self._update_latest(conn, report, now)
-        return Submission(stored=True)
-
-    def _rate_limited(self, conn: Connection, device_id: str, now: float, limit: int,
-                      window_s: int) -> int | None:
         window = int(now // window_s)
-        conn.execute(update(devices).where(devices.c.device_id == device_id).values(
-            rl_count=func.coalesce(
-                # Same window: one more; a new window starts again at 1.
-                _case_same_window(window), 1),
-            rl_window=window, last_seen=now))
-        count = conn.execute(select(devices.c.rl_count).where(devices.c.device_id == device_id)).scalar()
-        if count is not None and count > limit:
-            return max(1, math.ceil((window + 1) * window_s - now))
-        return None
+        order = sorted(range(len(items)), key=lambda i: (items[i].report.device.id, items[i].report.report_id))
+        outcomes: list[Outcome | None] = [None] * len(items)
+        if conn is None:
+            with self._writer.connect() as own:
+                return self.submit_batch(items, limit, window_s, own)
+        with conn.begin():
+            sql = self._sql(conn)
+            cur = conn.connection.cursor()
+            try:
+                counted = _many(cur, sql["auth_rate"], [dict(
+                    window=window, now=now, device_id=items[i].report.device.id,
+                    token_hash=items[i].token_hash) for i in order])
+                allowed = []
+                for i, row in zip(order, counted):
+                    if row is None:
+                        outcomes[i] = self._refused(conn, items[i])
+                    elif row[0] > limit:
+                        outcomes[i] = Outcome(429, "too many reports from this device", "rate_limited",
+                                              retry_after=max(1, math.ceil((window + 1) * window_s - now)))
+                    else:
+                        allowed.append(i)
+                rows = {i: _report_row(items[i].report, items[i].body, now) for i in allowed}
+                inserted = _many(cur, sql["insert_report"], [rows[i] for i in allowed])
+                stored = []
+                for i, row in zip(allowed, inserted):
+                    if row is not None:
+                        stored.append(i)
+                        outcomes[i] = Outcome(201, "", "stored")
+                        continue
+                    owner = _many(cur, sql["report_owner"], [dict(report_id=items[i].report.report_id)])[0]
+                    if owner is not None and owner[0] != items[i].report.device.id:
+                        # Refused, but its rate-limit count stays (rare: a forged or buggy id).
+                        outcomes[i] = Outcome(409, "this report_id is stored for another device",
+                                              "rejected_foreign_report")
+                    else:
+                        outcomes[i] = Outcome(200, "", "duplicate")
+                if stored:
+                    self._store_details(cur, sql, [(items[i].report, rows[i]) for i in stored])
+            finally:
+                cur.close()
+        return [o if o is not None else Outcome(500, "not processed", "error") for o in outcomes]
 
-    def _store_findings(self, conn: Connection, report: ReportIn) -> None:
-        started = _epoch(report.started_at)
-        rows = [dict(report_id=report.report_id, device_id=report.device.id, probe=p.probe,
-                     finding_id=f.id, severity=f.severity, summary=f.summary, started_at=started)
-                for p in report.probes for f in p.findings]
-        if rows:
-            conn.execute(findings.insert(), rows)
+    def _store_details(self, cur: Any, sql: dict[str, str], stored: list[tuple[ReportIn, dict[str, Any]]]) -> None:
+        """Findings, latest state, current findings, counters: none of these
+        needs another's result (current findings are rewritten only for the
+        report that ended up as its device's latest, decided in SQL)."""
+        findings_rows, current_rows, per_day = [], [], {}
+        for r, row in stored:
+            findings_rows += [dict(report_id=r.report_id, device_id=r.device.id, probe=p.probe, finding_id=f.id,
+                                   severity=f.severity, summary=f.summary, started_at=row["started_at"])
+                              for p in r.probes for f in p.findings]
+            seen = {f.id: p.probe for p in r.probes for f in p.findings}
+            current_rows += [dict(device_id=r.device.id, report_id=r.report_id, finding_id=fid, probe=probe)
+                             for fid, probe in seen.items()]
+            key = (parse_time(r.started_at).astimezone(timezone.utc).date().isoformat(), r.verdict)
+            per_day[key] = per_day.get(key, 0) + 1
+        with _pipeline(cur):
+            _each(cur, sql["insert_finding"], findings_rows)
+            _each(cur, sql["latest_health"], [_latest_params(r, row) for r, row in stored if r.agent is not None])
+            _each(cur, sql["latest"], [_latest_params(r, row) for r, row in stored if r.agent is None])
+            _each(cur, sql["clear_current"], [dict(device_id=r.device.id, report_id=r.report_id)
+                                              for r, _ in stored])
+            _each(cur, sql["insert_current"], current_rows)
+            _each(cur, sql["count_day"], [dict(day=d, verdict=v, n=n) for (d, v), n in sorted(per_day.items())])
 
-    def _count_day(self, conn: Connection, report: ReportIn) -> None:
-        day = parse_time(report.started_at).astimezone(timezone.utc).date().isoformat()
-        stmt = _insert(conn, daily_verdicts).values(day=day, verdict=report.verdict, reports=1)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["day", "verdict"],
-                                                set_={"reports": daily_verdicts.c.reports + 1}))
+    def _refused(self, conn: Connection, item: Pending) -> Outcome:
+        """Why the auth UPDATE matched nothing (the rare path: one more query)."""
+        row = conn.execute(select(tokens.c.kind, tokens.c.device_id).where(
+            tokens.c.token_hash == item.token_hash, tokens.c.revoked_at.is_(None))).first()
+        if row is None:
+            return Outcome(401, "unknown or revoked token", "rejected_token")
+        if row.kind != "device":
+            return Outcome(403, "only a device token can submit reports", "rejected_token")
+        if row.device_id != item.report.device.id:
+            return Outcome(403, "a device token can only submit its own device's reports",
+                           "rejected_foreign_device")
+        return Outcome(401, "unknown or revoked token", "rejected_token")
 
-    def _update_latest(self, conn: Connection, report: ReportIn, now: float) -> None:
-        started = _epoch(report.started_at)
-        health = report.agent
-        values: dict[str, Any] = dict(
-            last_report_id=report.report_id, last_started_at=started, last_verdict=report.verdict,
-            last_trigger=report.trigger, tunnel_state=report.tunnel.state,
-            tunnel_kind=report.tunnel.kind, agent_version=report.agent_version,
-            hostname=report.device.hostname, os=report.device.os, os_version=report.device.os_version,
-            reconnect_s=reconnect_seconds(report))
-        if health is not None:
-            values.update(spool_depth=health.spool_depth, dropped=health.dropped,
-                          last_upload=health.last_upload, last_error=health.last_error)
-        # Only a newer report replaces the latest state (uploads arrive out of order).
-        newer = conn.execute(update(devices).where(
-            devices.c.device_id == report.device.id,
-            or_(devices.c.last_started_at.is_(None), devices.c.last_started_at < started))
-            .values(**values))
-        if newer.rowcount == 0:
-            return
-        conn.execute(delete(current_findings).where(current_findings.c.device_id == report.device.id))
-        current = {f.id: p.probe for p in report.probes for f in p.findings}
-        if current:
-            conn.execute(current_findings.insert(), [
-                dict(device_id=report.device.id, finding_id=fid, probe=probe)
-                for fid, probe in current.items()])
+    def _sql(self, conn: Connection) -> dict[str, str]:
+        if self._statements is None:
+            self._statements = {name: _paramstyle(text, conn.dialect.name) for name, text in SUBMIT_SQL.items()}
+        return self._statements
 
     # -- reading ------------------------------------------------------------------
 
@@ -335,11 +385,6 @@ class _CloneDetected(Exception):
     pass
 
 
-def _case_same_window(window: int):  # type: ignore[no-untyped-def]
-    from sqlalchemy import case
-    return case((devices.c.rl_window == window, devices.c.rl_count + 1), else_=None)
-
-
 def _recent(last_seen: float | None, now: float, grace_s: float) -> bool:
     return last_seen is not None and now - last_seen < grace_s
 
@@ -377,3 +422,87 @@ def _device_view(row: Any, now: float, interval_s: int) -> dict[str, Any]:
         "agent": {"spool_depth": row["spool_depth"], "dropped": row["dropped"],
                   "last_upload": row["last_upload"], "last_error": row["last_error"]},
     }
+
+
+# The submission path's statements, written once by hand: it is the hot path,
+# and building SQLAlchemy constructs per report cost more than the database
+# work. Named parameters (:name); _paramstyle adapts them for psycopg.
+_REPORT_COLUMNS = ("report_id", "device_id", "received_at", "started_at", "finished_at", "trigger", "verdict",
+                   "tunnel_state", "tunnel_kind", "agent_version", "reconnect_s", "body")
+_LATEST = ("last_report_id = :report_id, last_started_at = :started_at, last_verdict = :verdict, "
+           "last_trigger = :trigger, tunnel_state = :tunnel_state, tunnel_kind = :tunnel_kind, "
+           "agent_version = :agent_version, hostname = :hostname, os = :os, os_version = :os_version, "
+           "reconnect_s = :reconnect_s")
+_NEWER = "WHERE device_id = :device_id AND (last_started_at IS NULL OR last_started_at < :started_at)"
+_IS_LATEST = "EXISTS (SELECT 1 FROM devices WHERE device_id = :device_id AND last_report_id = :report_id)"
+SUBMIT_SQL = {
+    # Counts against the rate limit only with a live device token of this very device.
+    "auth_rate": ("UPDATE devices SET rl_count = CASE WHEN rl_window = :window THEN rl_count + 1 ELSE 1 END, "
+                  "rl_window = :window, last_seen = :now WHERE device_id = :device_id AND EXISTS "
+                  "(SELECT 1 FROM tokens WHERE token_hash = :token_hash AND kind = 'device' "
+                  "AND device_id = :device_id AND revoked_at IS NULL) RETURNING rl_count"),
+    "insert_report": ("INSERT INTO reports (" + ", ".join(f'"{c}"' for c in _REPORT_COLUMNS) + ") VALUES ("
+                      + ", ".join(f":{c}" for c in _REPORT_COLUMNS)
+                      + ") ON CONFLICT (report_id) DO NOTHING RETURNING report_id"),
+    "report_owner": "SELECT device_id FROM reports WHERE report_id = :report_id",
+    "insert_finding": ("INSERT INTO findings (report_id, device_id, probe, finding_id, severity, summary, "
+                       "started_at) VALUES (:report_id, :device_id, :probe, :finding_id, :severity, :summary, "
+                       ":started_at)"),
+    "latest": f"UPDATE devices SET {_LATEST} {_NEWER}",
+    "latest_health": (f"UPDATE devices SET {_LATEST}, spool_depth = :spool_depth, dropped = :dropped, "
+                      f"last_upload = :last_upload, last_error = :last_error {_NEWER}"),
+    # Run for every stored report, after "latest": only the device's latest matches.
+    "clear_current": f"DELETE FROM current_findings WHERE device_id = :device_id AND {_IS_LATEST}",
+    "insert_current": ("INSERT INTO current_findings (device_id, finding_id, probe) "
+                       "SELECT CAST(:device_id AS VARCHAR), CAST(:finding_id AS VARCHAR), CAST(:probe AS VARCHAR) "
+                       f"WHERE {_IS_LATEST}"),
+    "count_day": ("INSERT INTO daily_verdicts (day, verdict, reports) VALUES (:day, :verdict, :n) "
+                  "ON CONFLICT (day, verdict) DO UPDATE SET reports = daily_verdicts.reports + excluded.reports"),
+}
+
+
+def _paramstyle(sql: str, dialect: str) -> str:
+    return re.sub(r":(\w+)", r"%(\1)s", sql) if dialect == "postgresql" else sql
+
+
+def _many(cur: Any, sql: str, rows: list[dict[str, Any]]) -> list[Any]:
+    """Run `sql` once per row; the first result row of each (None if none).
+    psycopg pipelines them into one round trip; sqlite3 runs in-process."""
+    if not rows:
+        return []
+    if cur.__class__.__module__.startswith("psycopg"):
+        cur.executemany(sql, rows, returning=True)
+        out = []
+        while True:
+            out.append(cur.fetchone())
+            if not cur.nextset():
+                break
+        return out
+    results = []
+    for row in rows:
+        cur.execute(sql, row)
+        results.append(cur.fetchone())
+    return results
+
+
+def _each(cur: Any, sql: str, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        cur.executemany(sql, rows)
+
+
+def _pipeline(cur: Any) -> Any:
+    """psycopg: queue what follows and wait once; sqlite3: nothing to batch."""
+    if cur.__class__.__module__.startswith("psycopg"):
+        return cur.connection.pipeline()
+    return contextlib.nullcontext()
+
+
+def _latest_params(report: ReportIn, row: dict[str, Any]) -> dict[str, Any]:
+    params = dict(report_id=report.report_id, started_at=row["started_at"], verdict=report.verdict,
+                  trigger=report.trigger, tunnel_state=report.tunnel.state, tunnel_kind=report.tunnel.kind,
+                  agent_version=report.agent_version, hostname=report.device.hostname, os=report.device.os,
+                  os_version=report.device.os_version, reconnect_s=row["reconnect_s"], device_id=report.device.id)
+    if report.agent is not None:
+        params.update(spool_depth=report.agent.spool_depth, dropped=report.agent.dropped,
+                      last_upload=report.agent.last_upload, last_error=report.agent.last_error)
+    return params

@@ -3,8 +3,12 @@
     python tests/bench/bench_collector.py ingest [--db sqlite|postgresql] [--workers 2]
     python tests/bench/bench_collector.py summary [--db ...] [--reports 1000000 --devices 20000]
 
-ingest: reports/s sustained from concurrent client processes on loopback,
-through the real HTTP stack (uvicorn workers, validation, auth, storage).
+ingest: reports/s sustained from concurrent clients on loopback, through
+the real HTTP stack (uvicorn workers, validation, auth, storage). Clients are
+light: `--clients` processes, each keeping `--connections` keep-alive HTTP/1.1
+connections busy from one asyncio loop with pre-built requests (they share
+the machine's cores with the server). `--sync-clients` is the older, heavier
+client (one http.client connection per process) for comparison.
 summary: fleet-summary latency over a database filled directly with
 `--reports` reports from `--devices` devices (filling over HTTP would take
 far longer than the query being measured).
@@ -68,6 +72,32 @@ def client(port: int, jobs: list[tuple[str, bytes]], out: multiprocessing.Queue)
     out.put(failures)
 
 
+def async_client(port: int, jobs: list[tuple[str, bytes]], connections: int, out: multiprocessing.Queue) -> None:
+    import asyncio
+
+    requests = [b"POST /api/v1/reports HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode()
+                + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                + b"\r\n\r\n" + body for token, body in jobs]
+
+    async def connection(share: list[bytes]) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        failures = 0
+        for request in share:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            failures += status not in (200, 201)
+        writer.close()
+        return failures
+
+    async def main() -> int:
+        return sum(await asyncio.gather(*(connection(requests[k::connections]) for k in range(connections))))
+    out.put(asyncio.run(main()))
+
+
 def ingest(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lcbench-"))
     db = database(args.db, tmp)
@@ -97,7 +127,11 @@ def ingest(args: argparse.Namespace) -> None:
                 for i in range(args.count)]
         queue: multiprocessing.Queue = multiprocessing.Queue()
         shares = [jobs[k::args.clients] for k in range(args.clients)]
-        procs = [multiprocessing.Process(target=client, args=(port, share, queue)) for share in shares]
+        if args.sync_clients:
+            procs = [multiprocessing.Process(target=client, args=(port, share, queue)) for share in shares]
+        else:
+            procs = [multiprocessing.Process(target=async_client, args=(port, share, args.connections, queue))
+                     for share in shares]
         start = time.perf_counter()
         for p in procs:
             p.start()
@@ -105,7 +139,9 @@ def ingest(args: argparse.Namespace) -> None:
         elapsed = time.perf_counter() - start
         for p in procs:
             p.join()
-        print(f"ingest [{args.db}, {args.workers} worker(s), {args.clients} clients, {args.devices} devices]: "
+        clients = (f"{args.clients} sync client processes" if args.sync_clients else
+                   f"{args.clients} client processes x {args.connections} connections")
+        print(f"ingest [{args.db}, {args.workers} worker(s), {clients}, {args.devices} devices]: "
               f"{args.count} reports in {elapsed:.1f} s = {args.count / elapsed:.0f} reports/s "
               f"({failures} failed)")
     finally:
@@ -204,7 +240,10 @@ def main() -> int:
     a = sub.add_parser("ingest")
     a.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     a.add_argument("--workers", type=int, default=2)
-    a.add_argument("--clients", type=int, default=8)
+    a.add_argument("--clients", type=int, default=2, help="client processes")
+    a.add_argument("--connections", type=int, default=16, help="keep-alive connections per client process")
+    a.add_argument("--sync-clients", action="store_true",
+                   help="one blocking http.client connection per process instead (older, heavier clients)")
     a.add_argument("--devices", type=int, default=200)
     a.add_argument("--count", type=int, default=10000)
     b = sub.add_parser("summary")
