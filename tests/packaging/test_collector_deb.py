@@ -1,76 +1,100 @@
-"""Both packages in one clean root: the collector started as its unit
-starts it, the agent enrolled and uploading under its own unit's sandbox,
-the report visible to an analyst; then both purged, nothing left."""
+"""Both packages in one clean root, booted with its own systemd: the
+collector as leakcheck-collector.service runs it (its user, no
+capabilities, its credentials and system-call filter), the device enrolled,
+a report uploaded by leakcheck-run.service under the agent's sandbox and
+read back with an analyst token; then both purged, nothing left."""
 
 from __future__ import annotations
 
 import json
-import shlex
+import subprocess
 
-from tests.packaging.debroot import DebRoot, setpriv_argv, snapshot, unit_settings
+from tests.packaging.debroot import NSROOT, DebRoot, snapshot
 
-COLLECTOR_UNIT = "/lib/systemd/system/leakcheck-collector.service"
-AGENT_UNIT = "/lib/systemd/system/leakcheck-agent.service"
-CREDENTIALS = "/run/credentials/leakcheck-collector.service"
+CHECK_SCRIPT = r"""#!/bin/sh
+# Runs in the booted container after leakcheck-collector.service started.
+exec >/root/collector-check.txt 2>&1
+secret=/etc/leakcheck-collector/enroll-secret
+healthz=down
+for i in $(seq 240); do
+    if /opt/leakcheck/venv/bin/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8443/healthz', timeout=1)" 2>/dev/null; then
+        healthz=up
+        break
+    fi
+    sleep 0.25
+done
+echo "healthz=$healthz"
+systemctl show leakcheck-collector.service -p ActiveState -p NRestarts | sed 's/^/started_/'
+pid=$(systemctl show -p MainPID --value leakcheck-collector.service)
+grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/$pid/status | sed 's/:\t*/=/'
+echo "collector_user=$(stat -c %U /proc/$pid)"
+leakcheck enroll --secret-file $secret
+systemctl start leakcheck-run.service
+systemctl show leakcheck-run.service -p Result | sed 's/^/run_/'
+leakcheck-collector token create --label packaging-test >/tmp/analyst
+echo "devices=$(leakcheck fleet devices --collector http://127.0.0.1:8443 --token-file /tmp/analyst --format json | tr -d '\n')"
+systemctl stop leakcheck-collector.service
+systemctl show leakcheck-collector.service -p Result -p NRestarts | sed 's/^/collector_/'
+journalctl --no-pager -u leakcheck-collector.service -u leakcheck-run.service >/root/collector-journal.txt 2>&1
+systemctl poweroff --no-block
+"""
+
+CHECK_UNIT = """[Unit]
+Description=packaging test: collector and agent end to end, then power off
+After=leakcheck-collector.service leakcheck-agent.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/leakcheck-collector-check
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
-def collector_command(root: DebRoot) -> str:
-    """ExecStart= with what systemd substitutes: Environment= defaults and
-    %d, the credentials directory."""
-    settings = unit_settings(root.file(COLLECTOR_UNIT))
-    env = dict(shlex.split(line)[0].split("=", 1) for line in settings["Environment"])
-    command = settings["ExecStart"][-1].replace("%d", CREDENTIALS)
-    command = command.replace("${LEAKCHECK_COLLECTOR_DB}", env["LEAKCHECK_COLLECTOR_DB"])
-    command = command.replace("$LEAKCHECK_COLLECTOR_OPTS", env["LEAKCHECK_COLLECTOR_OPTS"])
-    return shlex.join(setpriv_argv(root.file(COLLECTOR_UNIT))) + " " + command
-
-
-def test_collector_and_agent_packages_end_to_end(fresh_root: DebRoot) -> None:
+def test_collector_and_agent_packages_under_systemd(fresh_root: DebRoot) -> None:
     root = fresh_root
     before = snapshot(root.path)
     root.run(["dpkg", "-i", str(root.debs["leakcheck"]), str(root.debs["leakcheck-collector"])])
-    secret = "/etc/leakcheck-collector/enroll-secret"
-    assert root.run(["stat", "-c", "%U %a", secret]).stdout.strip() == "root 600"
+    assert root.run(["stat", "-c", "%U %a", "/etc/leakcheck-collector/enroll-secret"]).stdout.strip() == "root 600"
     config = root.file("/etc/leakcheck/leakcheck.toml")
     config.write_text(config.read_text().replace('#url = ""', 'url = "http://127.0.0.1:8443"'))
+    script = root.file("/usr/local/sbin/leakcheck-collector-check")
+    script.write_text(CHECK_SCRIPT)
+    script.chmod(0o755)
+    unit = root.file("/etc/systemd/system/leakcheck-collector-check.service")
+    unit.write_text(CHECK_UNIT)
+    root.file("/etc/systemd/system/multi-user.target.wants/leakcheck-collector-check.service").symlink_to(
+        "/etc/systemd/system/leakcheck-collector-check.service")
 
-    agent = unit_settings(root.file(AGENT_UNIT))
-    pre = " && ".join(shlex.join(shlex.split(p.lstrip("+-"))) for p in agent["ExecStartPre"])
-    upload = shlex.join([*setpriv_argv(root.file(AGENT_UNIT)), "/usr/bin/leakcheck", "run", "--upload", "--json"])
-    script = f"""
-        # LoadCredential=: systemd's private, read-only copy for the service user.
-        install -d -m 0755 /run/credentials
-        install -d -o leakcheck-collector -m 0500 {CREDENTIALS}
-        install -o leakcheck-collector -m 0400 {secret} {CREDENTIALS}/enroll-secret
-        {collector_command(root)} 2>/tmp/collector.log & collector=$!
-        for i in $(seq 200); do
-            /opt/leakcheck/venv/bin/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8443/healthz', timeout=1)" 2>/dev/null && break
-            kill -0 $collector || {{ cat /tmp/collector.log >&2; exit 1; }}
-            sleep 0.25
-        done
-        leakcheck enroll --secret-file {secret} >&2
-        {pre}
-        rc=0; {upload} >/tmp/report.json 2>/tmp/upload.err || rc=$?
-        echo "run-exit=$rc" >&2
-        if grep -q "upload incomplete" /tmp/upload.err; then
-            # Spooled reports go with the next run, as on a real endpoint
-            # (seen once under heavy load: the collector did not answer in 10 s).
-            cat /tmp/upload.err >&2
-            {upload} >/dev/null || true
-        fi
-        leakcheck-collector token create --label packaging-test >/tmp/analyst
-        leakcheck fleet devices --collector http://127.0.0.1:8443 --token-file /tmp/analyst --format json
-        # SIGTERM; a collector stuck in shutdown must not hang the test.
-        kill -TERM $collector; (sleep 15; kill -KILL $collector 2>/dev/null) & wait $collector || true
-        cat /tmp/collector.log >&2
-    """
-    done = root.sh(script, laptop=True, timeout=180)
-    assert "run-exit=1" in done.stderr, done.stderr  # a leak: no VPN on this "laptop"
-    devices = json.loads(done.stdout)
-    assert len(devices) == 1 and devices[0]["verdict"] == "leak", (devices, done.stderr)
+    booted = subprocess.run(["bash", str(NSROOT), str(root.path), "--laptop", "--boot"],
+                            capture_output=True, text=True, timeout=300)
+    output = root.file("/root/collector-check.txt")
+    assert output.exists(), f"the container did not get to the check:\n{booted.stdout[-3000:]}\n{booted.stderr[-3000:]}"
+    journal_file = root.file("/root/collector-journal.txt")
+    journal = journal_file.read_text() if journal_file.exists() else ""
+    text = output.read_text()
+    result = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and " " not in line.split("=")[0])
+    assert result.get("healthz") == "up", (text, journal)
+    assert result["started_NRestarts"] == "0", (text, journal)
+    assert result.get("collector_user") == "leakcheck-collector", (text, journal)
+    assert result["CapEff"] == result["CapBnd"] == "0" * 16
+    assert result["NoNewPrivs"] == "1" and result["Seccomp"] == "2"
+    assert result["run_Result"] == "success", (text, journal)
+    devices = json.loads(result["devices"])
+    assert len(devices) == 1 and devices[0]["verdict"] == "leak", (devices, text, journal)
+    assert (result["collector_Result"], result["collector_NRestarts"]) == ("success", "0"), journal
+    assert "Traceback" not in journal, journal
 
+    # The test's own files are not the packages' to clean up.
+    for path in (script, unit, root.file("/etc/systemd/system/multi-user.target.wants/leakcheck-collector-check.service"),
+                 output, journal_file):
+        path.unlink(missing_ok=True)
     root.run(["dpkg", "--purge", "leakcheck-collector", "leakcheck"])
     after = snapshot(root.path)
-    added, gone = sorted(set(after) - set(before)), sorted(set(before) - set(after))
+    # Booting leaves the system's own traces (timer stamps, journal, random
+    # seed); none may be leakcheck's, and the accounts must be as before.
+    added = sorted(p for p in set(after) - set(before) if "leakcheck" in p)
+    gone = sorted(set(before) - set(after))
     changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
     assert (added, gone, changed) == ([], [], []), f"left behind {added}, lost {gone}, changed {changed}"
