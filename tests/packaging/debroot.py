@@ -131,9 +131,9 @@ class DebRoot:
             shutil.copy(deb, target / deb.name)
             self.debs[name] = Path(DEB_DIR) / deb.name
 
-    def run(self, argv: Sequence[str], *, laptop: bool = False, readonly: bool = False,
+    def run(self, argv: Sequence[str], *, laptop: bool = False, tunnel: bool = False, readonly: bool = False,
             rw: Sequence[str] = (), timeout: float = 180, check: bool = True) -> Result:
-        options: list[str] = ["--laptop"] if laptop else []
+        options: list[str] = ["--tunnel"] if tunnel else ["--laptop"] if laptop else []
         if readonly:
             options.append("--readonly")
             for path in rw:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# nsroot.sh ROOT [--laptop] [--readonly [--rw PATH]...] -- COMMAND...
-# nsroot.sh ROOT [--laptop] --boot
+# nsroot.sh ROOT [--laptop|--tunnel] [--readonly [--rw PATH]...] -- COMMAND...
+# nsroot.sh ROOT [--laptop|--tunnel] --boot
 #
 # Run COMMAND chrooted into the Debian tree ROOT, in namespaces of its own:
 # a private network namespace (only lo, or with --laptop a veth "eth0" with
@@ -11,6 +11,8 @@
 # --laptop: eth0 (192.0.2.10/24, default via 192.0.2.1, a permanent
 #   neighbour so packets really leave) whose peer sits in the same private
 #   namespace with no address: test packets go out in clear and are dropped.
+# --tunnel: --laptop plus a VPN: tun0 (held open by a process, so it is up)
+#   carrying both default routes; the LAN stays outside it.
 # --readonly: the whole tree read-only except /tmp, /run and each PATH given
 #   with --rw PATH (as ProtectSystem=strict + StateDirectory= do).
 # --boot: instead of a command, boot ROOT's systemd as PID 1 in a container
@@ -20,12 +22,14 @@ set -euo pipefail
 
 root=$1; shift
 laptop=0
+tunnel=0
 boot=0
 readonly_root=0
 rw_paths=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --laptop) laptop=1 ;;
+        --tunnel) laptop=1; tunnel=1 ;;
         --boot) boot=1 ;;
         --readonly) readonly_root=1 ;;
         --rw) rw_paths+=("$2"); shift ;;
@@ -48,6 +52,20 @@ laptop_network() {
     ip -6 addr add 2001:db8::10/64 dev eth0 nodad
     ip -6 neigh replace 2001:db8::1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent
     ip -6 route add default via 2001:db8::1 dev eth0
+    [ "$tunnel" = 1 ] || return 0
+    # A VPN client's side of tun0: without a process holding it the
+    # interface has no carrier.
+    python3 -c '
+import fcntl, os, struct, time
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"tun0", 0x0001 | 0x1000))  # TUNSETIFF: IFF_TUN|IFF_NO_PI
+time.sleep(86400)' &
+    for _ in $(seq 50); do ip link show tun0 >/dev/null 2>&1 && break; sleep 0.1; done
+    ip link set tun0 up
+    ip addr add 10.8.0.2/24 dev tun0
+    ip -6 addr add fd00:8::2/64 dev tun0 nodad
+    ip route replace default dev tun0
+    ip -6 route replace default dev tun0
 }
 
 boot_container() {
@@ -86,7 +104,7 @@ inner() {
     exec chroot "$root" "$@"
 }
 
-export root laptop boot readonly_root
+export root laptop tunnel boot readonly_root
 export -f inner laptop_network boot_container
 # rw_paths is an array: pass it through a string.
 export RW_PATHS="${rw_paths[*]:-}"

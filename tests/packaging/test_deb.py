@@ -39,7 +39,8 @@ def skip_reason(probe: dict[str, Any]) -> str:
 
 
 def run_json(root: DebRoot, prefix: list[str], **kwargs: Any) -> tuple[int, dict[str, Any]]:
-    done = root.run([*prefix, "/usr/bin/leakcheck", "run", "--json"], laptop=True, check=False, **kwargs)
+    kwargs.setdefault("laptop", True)
+    done = root.run([*prefix, "/usr/bin/leakcheck", "run", "--json"], check=False, **kwargs)
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode in (0, 1), f"exit {done.returncode}: {done.stderr}"
     report = check_report(done.stdout)
@@ -111,21 +112,32 @@ def test_the_unit_gives_exactly_two_capabilities(installed_root: DebRoot) -> Non
 
 
 def test_run_under_the_units_sandbox_matches_root_or_says_why(installed_root: DebRoot) -> None:
-    """As the unit runs it (its user, only CAP_NET_ADMIN + CAP_NET_RAW, the
-    OS read-only but the state directory), the run completes; any probe
-    that does less than as root is a skip with its reason, never a pass."""
+    """On a laptop with a VPN up (so that every probe has work to do), run as
+    the unit runs it (its user, only CAP_NET_ADMIN + CAP_NET_RAW, the OS
+    read-only but the state directory): the run completes; no leak that a
+    root run finds goes missing; a probe that does less than as root either
+    skips with its reason or says in a finding what it could not see."""
     root = installed_root
     prefix = setpriv_argv(root.file(AGENT_UNIT))
-    _, as_root = run_json(root, [])
-    _, sandboxed = run_json(root, prefix, readonly=True, rw=[STATE_DIR])
-    assert sandboxed["verdict"] == as_root["verdict"] == "leak"
+    _, as_root = run_json(root, [], tunnel=True)
+    _, sandboxed = run_json(root, prefix, tunnel=True, readonly=True, rw=[STATE_DIR])
+    assert as_root["tunnel"]["state"] == sandboxed["tunnel"]["state"] == "up"
+    assert sandboxed["verdict"] == as_root["verdict"]
     by_name = {p["probe"]: p for p in as_root["probes"]}
+    assert set(by_name) == {p["probe"] for p in sandboxed["probes"]}
     for probe in sandboxed["probes"]:
+        full = by_name[probe["probe"]]
+        assert probe["status"] != "error", probe
         if probe["status"] == "skip":
             skip_reason(probe)
-        full = by_name[probe["probe"]]
-        if probe["status"] != full["status"]:
-            assert probe["status"] == "skip", (probe, full)
+        elif probe["status"] != full["status"]:
+            raise AssertionError(f"{probe['probe']}: {full['status']} as root, {probe['status']} sandboxed")
+        root_leaks = {f["id"] for f in full["findings"] if f["severity"] != "info"}
+        sandbox_ids = {f["id"] for f in probe["findings"]}
+        if probe["status"] != "skip":
+            assert root_leaks <= sandbox_ids, (probe, full)
+        extra = [f for f in probe["findings"] if f["id"] not in {g["id"] for g in full["findings"]}]
+        assert all(f["severity"] == "info" for f in extra), extra  # explanations, not new verdicts
     # The capabilities the unit gives are enough for what declares it needs them.
     for name in needs_root_probes(root):
         probe = next(p for p in sandboxed["probes"] if p["probe"] == name)
@@ -272,7 +284,7 @@ WantedBy=multi-user.target
 
 def test_agent_unit_under_systemd(fresh_root: DebRoot) -> None:
     """The installed, enabled unit started by systemd (PID 1 of a container
-    sharing the test's private "laptop" network): the agent runs with the
+    sharing the test's private "laptop" network, VPN up): the agent runs with the
     unit's user, exactly two capabilities, no new privileges and its
     system-call filter; completes a run; stops cleanly. The timer's service
     succeeds on a leak (exit 1 is a finding, not a failure)."""
@@ -288,7 +300,7 @@ def test_agent_unit_under_systemd(fresh_root: DebRoot) -> None:
     root.file("/etc/systemd/system/multi-user.target.wants/leakcheck-unit-check.service").symlink_to(
         "/etc/systemd/system/leakcheck-unit-check.service")
 
-    booted = subprocess.run(["bash", str(NSROOT), str(root.path), "--laptop", "--boot"],
+    booted = subprocess.run(["bash", str(NSROOT), str(root.path), "--tunnel", "--boot"],
                             capture_output=True, text=True, timeout=240)
     result_file = root.file("/root/unit-check.txt")
     assert result_file.exists(), f"the container did not get to the check:\n{booted.stdout[-3000:]}\n{booted.stderr[-3000:]}"
@@ -308,7 +320,8 @@ def test_agent_unit_under_systemd(fresh_root: DebRoot) -> None:
     spooled = sorted(root.file(f"{STATE_DIR}/spool").glob("*.json"))
     assert spooled, journal
     reports = [check_report(p.read_text()) for p in spooled]
-    assert {r["verdict"] for r in reports} == {"leak"}, journal
+    assert {r["verdict"] for r in reports} == {"leak"}, journal  # LocalNet: the LAN is public space
+    assert {r["tunnel"]["state"] for r in reports} == {"up"}
     for report in reports:
         for probe in report["probes"]:
             assert probe["status"] != "error", probe
