@@ -16,6 +16,7 @@ returns findings, or raises `ProbeSkipped(reason)` when it cannot run here.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from leakcheck.active import Observation
     from leakcheck.active import Probe as ActivePacket
 
+log = logging.getLogger(__name__)
 PROBE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 __all__ = ["Probe", "ProbeContext", "ProbeSkipped", "Finding", "Severity", "Effect", "validate_probe"]
@@ -67,10 +69,16 @@ class ProbeContext:
         physical = [l.name for l in self.state.links
                     if l.usable and l.name != "lo" and not self.tunnel.is_tunnel_interface(l.name)]
         tunnels = [n for n in self.tunnel.interfaces if (l := self.state.link(n)) and l.usable]
+        if not physical and not tunnels:
+            return None  # nothing but loopback: no packet can leave, nothing to watch
         started = time.monotonic()
         try:
             return observe(packets, physical, tunnels)
         except ActiveUnavailable:
+            return None
+        except (OSError, RuntimeError) as exc:
+            # a capture that cannot start leaves the probe to inference, never sinks it
+            log.warning("active check not run: %s", exc)
             return None
         finally:
             self.active_runs.append(time.monotonic() - started)

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help=f"configuration file (default {config_mod.DEFAULT_PATH})")
     parser.add_argument("--probe", metavar="NAME", action="append", default=[],
                         help="run only this probe (repeatable)")
+    parser.add_argument("--trigger", choices=("manual", "schedule", "network-change"), default="manual",
+                        help="what started this run, recorded in the report (timers and "
+                             "schedulers pass schedule)")
     parser.add_argument("--passive", action="store_true",
                         help="send no test packets: judge from routes, rules and resolvers only")
     parser.add_argument("--disruptive", action="store_true",
@@ -36,7 +39,7 @@ def execute(args: argparse.Namespace) -> int:
 
     config = config_mod.load(args.config)
     report = engine.run(config, engine.RunOptions(probes=tuple(args.probe), disruptive=args.disruptive,
-                                                     passive=args.passive))
+                                                     passive=args.passive, trigger=args.trigger))
     if getattr(args, "upload", False):
         _upload(report, config)
     sys.stdout.write(render.render_json(report) + "\n" if args.json else render.render_text(report))

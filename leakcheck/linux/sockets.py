@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from leakcheck.netstate import Activity, ProcessInfo, SocketInfo
+from leakcheck.privileges import CAP_NET_ADMIN, has
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -183,7 +184,7 @@ class _ProcScan:
 def scan_processes(root: Path = PROC, netns: str | None = None) -> _ProcScan:
     """Socket inodes and /dev/net/tun holders of the processes in our network namespace."""
     netns = netns if netns is not None else _own_netns()
-    privileged = os.geteuid() == 0
+    privileged = os.geteuid() == 0  # reading other processes' /proc entries: root, not capabilities
     scan = _ProcScan(inodes={}, pids=[], tun=set(), hidden=0)
     for count, pid in enumerate(_pids(root)):
         if count >= MAX_PROCESSES:
@@ -326,7 +327,7 @@ def _psutil_sockets(ifnames: dict[int, str]) -> list[SocketInfo]:
 def read(notes: list[str], ifnames: dict[int, str]) -> Activity:
     """Processes of this namespace, their sockets, and login sessions."""
     limits: list[str] = []
-    privileged = os.geteuid() == 0
+    privileged = has(CAP_NET_ADMIN)  # SO_MARK in sock_diag answers: the agent unit has it without root
     scan = scan_processes()
     try:
         sockets = build_sockets(dump(), scan.inodes, ifnames)

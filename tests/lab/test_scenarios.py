@@ -72,8 +72,9 @@ def test_server_host_route_is_only_the_serverip_note(lab):
 
 @pytest.mark.parametrize("lab", ["wg-quick"], indirect=True)
 def test_wg_quick_marks_keep_the_server_inside_policy(lab):
-    report = run(lab)
+    report = run(lab, None, "--trigger", "schedule")
     assert "routes.server-route-any-process" not in ids(report)
+    assert report["trigger"] == "schedule"  # timers and schedulers say what started the run
 
 
 @pytest.mark.parametrize("lab", ["ipsec"], indirect=True)

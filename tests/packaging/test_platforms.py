@@ -37,7 +37,8 @@ def load_plist() -> dict:
 def test_launchd_runs_leakcheck_as_root_with_upload() -> None:
     job = load_plist()
     assert job["Label"] == PLIST.name.removesuffix(".plist")
-    assert job["ProgramArguments"] == ["/opt/leakcheck/venv/bin/leakcheck", "run", "--upload"]
+    assert job["ProgramArguments"] == ["/opt/leakcheck/venv/bin/leakcheck", "run", "--upload",
+                                       "--trigger", "schedule"]
     assert job.get("UserName", "root") == "root" and job["RunAtLoad"] is True
 
 
@@ -88,8 +89,8 @@ def test_task_runs_leakcheck_as_system() -> None:
     assert actions is not None and actions.get("Context") == principal.get("id")
     assert text(root, "t:Actions/t:Exec/t:Command").strip('"').endswith("\\leakcheck.exe")
     arguments = shlex.split(text(root, "t:Actions/t:Exec/t:Arguments"), posix=False)
-    assert arguments[:2] == ["run", "--upload"]
-    assert arguments[2:] == ["--config", r'"C:\ProgramData\leakcheck\leakcheck.toml"']
+    assert arguments[:4] == ["run", "--upload", "--trigger", "schedule"]
+    assert arguments[4:] == ["--config", r'"C:\ProgramData\leakcheck\leakcheck.toml"']
 
 
 def test_task_every_15_minutes_with_catch_up() -> None:

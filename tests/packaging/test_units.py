@@ -68,7 +68,7 @@ def test_timer_spreads_and_catches_up() -> None:
     timer = {k: v[-1] for k, v in unit_settings(UNITS_DIR / "leakcheck-run.timer").items()}
     assert timer["Persistent"] == "true" and timer["RandomizedDelaySec"]
     service = {k: v[-1] for k, v in unit_settings(UNITS_DIR / "leakcheck-run.service").items()}
-    assert service["ExecStart"] == "/usr/bin/leakcheck run --upload" and service["Type"] == "oneshot"
+    assert service["ExecStart"] == "/usr/bin/leakcheck run --upload --trigger schedule" and service["Type"] == "oneshot"
 
 
 def test_collector_unit_has_no_capabilities() -> None:

@@ -41,3 +41,9 @@ def test_probes_lists_every_builtin(capsys):
     for name in ("routes", "split", "dns", "ipv6"):
         assert f"\n{name} " in "\n" + out
     assert "dns.resolver-outside-tunnel" in out
+
+
+def test_unknown_trigger_exits_2():
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--trigger", "whenever"])
+    assert done.value.code == 2

@@ -129,3 +129,8 @@ def test_capabilities_are_read_from_proc_status(tmp_path):
     assert privileges.has(privileges.CAP_NET_ADMIN, mask) and privileges.has(privileges.CAP_NET_RAW, mask)
     status.write_text("CapEff:\t0000000000001000\n")
     assert not privileges.has(privileges.CAP_NET_RAW, privileges.effective_capabilities(status))
+
+
+def test_active_checks_need_an_interface_to_watch():
+    from leakcheck.active import Probe as Packet
+    assert ctx(is_root=True).observe([Packet("udp", "192.0.2.1", 9)]) is None  # loopback only
