@@ -16,6 +16,8 @@ returns findings, or raises `ProbeSkipped(reason)` when it cannot run here.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import re
 import time
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from leakcheck.config import Config
 from leakcheck.errors import ProbeSkipped
-from leakcheck.netstate import NetState
+from leakcheck.netstate import IPNetwork, NetState
 from leakcheck.oracle import Oracle
 from leakcheck.report import Effect, Finding, Severity
 from leakcheck.tunnel import Tunnel
@@ -83,14 +85,13 @@ class ProbeContext:
         finally:
             self.active_runs.append(time.monotonic() - started)
 
-    @property
-    def allowed_direct(self) -> list[Any]:
-        import ipaddress
+    @functools.cached_property
+    def allowed_direct(self) -> list[IPNetwork]:
+        """policy.allowed_direct, parsed once per run (probes ask per address)."""
         return [ipaddress.ip_network(p) for p in self.config.get("policy", "allowed_direct")]
 
-    def is_allowed_direct(self, addr: Any) -> Any:
+    def is_allowed_direct(self, addr: Any) -> IPNetwork | None:
         """The managed exception covering `addr` (an address or prefix), or None."""
-        import ipaddress
         for net in self.allowed_direct:
             if isinstance(addr, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
                 if addr.version == net.version and addr.subnet_of(net):  # type: ignore[arg-type]

@@ -16,8 +16,9 @@ NEEDS = ("debootstrap", "dpkg-deb", "unshare", "chroot", "systemd-analyze")
 
 
 def _require_root_and_tools() -> None:
+    # Not a skip either: a package test that cannot run fails loudly with the reason.
     if os.geteuid() != 0:
-        pytest.skip("package tests install into a chroot and need root (sudo bash tests/run.sh)")
+        pytest.fail("package tests install into a chroot and need root (sudo bash tests/run.sh)")
     missing = [tool for tool in NEEDS if not shutil.which(tool)]
     # Not a skip: tests/run.sh installs these, so a missing one is a broken set-up.
     assert not missing, f"missing tools {missing}: run tests/run.sh (it installs them)"
