@@ -21,7 +21,7 @@ def _load(target: str) -> type[Probe]:
 
 def discover(include_entry_points: bool = True) -> dict[str, type[Probe]]:
     """Name -> probe class, built-ins first. A broken plugin is logged and left out."""
-    from probes import BUILTIN
+    from leakcheck.probes import BUILTIN
 
     found: dict[str, type[Probe]] = {}
     for target in BUILTIN:

@@ -14,7 +14,18 @@ lab=(wireguard-go tcpdump postgresql chromium)
 # systemd in a container (systemd-nspawn), dpkg-deb to build the .debs.
 packaging=(debootstrap systemd systemd-container dpkg)
 packages=("${runtime[@]}")
-[ "${1:-}" = "--test" ] && packages+=("${lab[@]}" "${packaging[@]}")
+if [ "${1:-}" = "--test" ]; then
+  packages+=("${lab[@]}" "${packaging[@]}")
+  # Each lab area lists its own Debian packages (real VPN clients and
+  # servers, resolvers) in packaging/test-packages.d/AREA.list, one per line.
+  for list in packaging/test-packages.d/*.list; do
+    [ -e "$list" ] || continue
+    while read -r pkg _; do
+      case "$pkg" in ''|'#'*) continue ;; esac
+      packages+=("$pkg")
+    done < "$list"
+  done
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -22,8 +33,12 @@ for pkg in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
+  # Several working copies may set up at once: one apt at a time.
+  exec 9>/run/lock/leakcheck-apt.lock
+  flock 9
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq -o DPkg::Lock::Timeout=900 --no-install-recommends "${missing[@]}" >/dev/null
+  exec 9>&-
 fi
 
 if [ ! -x .venv/bin/python ]; then

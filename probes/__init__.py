@@ -6,13 +6,13 @@ entry-point group (see leakcheck/registry.py).
 """
 
 BUILTIN = (
-    "probes.routes:RoutesProbe",
-    "probes.split:SplitProbe",
-    "probes.dns:DnsProbe",
-    "probes.ipv6:Ipv6Probe",
-    "probes.perapp:PerAppProbe",
-    "probes.tethering:TetheringProbe",
+    "leakcheck.probes.routes:RoutesProbe",
+    "leakcheck.probes.split:SplitProbe",
+    "leakcheck.probes.dns:DnsProbe",
+    "leakcheck.probes.ipv6:Ipv6Probe",
+    "leakcheck.probes.perapp:PerAppProbe",
+    "leakcheck.probes.tethering:TetheringProbe",
     # Keep last: with --disruptive it cuts the tunnel, and every other probe
     # must look at the network before that.
-    "probes.reconnect:ReconnectProbe",
+    "leakcheck.probes.reconnect:ReconnectProbe",
 )

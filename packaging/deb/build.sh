@@ -77,7 +77,7 @@ make_constraints() {
             if [ -x .venv/bin/python ]; then
                 # Drop the project itself and anything installed from a path or URL.
                 .venv/bin/python -m pip freeze --exclude-editable 2>/dev/null \
-                    | grep -v -i -E '^(leakcheck)[= @]| @ ' >"$file" || true
+                    | grep -v -i -E '^(vpn-leakcheck|leakcheck)[= @]| @ ' >"$file" || true
                 log "pinning to the versions in .venv ($(wc -l <"$file") packages)"
             else
                 log "no .venv: dependencies resolve to PyPI's newest matching versions"
@@ -92,7 +92,7 @@ build_wheel() {
     local venv=$1
     rm -rf "$WORK/wheel"
     "$venv/bin/python" -m pip wheel -q --disable-pip-version-check --no-deps -w "$WORK/wheel" "$ROOT" >&2
-    ls "$WORK"/wheel/leakcheck-*.whl
+    ls "$WORK"/wheel/vpn_leakcheck-*.whl
 }
 
 # make_venv STAGE PREFIX REQUIREMENT CONSTRAINTS: a virtual environment for

@@ -54,7 +54,7 @@ def measure(repeats: int) -> None:
     from leakcheck.linux import read_state
     from leakcheck.oracle import Oracle
     from leakcheck.probe import ProbeContext
-    from probes.split import SplitProbe, build_map
+    from leakcheck.probes.split import SplitProbe, build_map
 
     cfg = config.from_mapping({"tunnel": {"interfaces": ["vtun0"]}})
     reads, maps, lookups = [], [], 0

@@ -3,7 +3,7 @@ import ipaddress
 import pytest
 
 from leakcheck import addrspace
-from probes.split import merged_cidrs, pieces
+from leakcheck.probes.split import merged_cidrs, pieces
 
 
 @pytest.mark.parametrize("addr, public", [

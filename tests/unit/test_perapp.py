@@ -16,7 +16,7 @@ from leakcheck.probe import ProbeContext
 from leakcheck.report import Effect
 from leakcheck.rtnl import Answer
 from leakcheck.tunnel import detect
-from probes.perapp import PerAppProbe
+from leakcheck.probes.perapp import PerAppProbe
 
 net = ipaddress.ip_network
 addr = ipaddress.ip_address

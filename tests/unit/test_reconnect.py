@@ -21,7 +21,7 @@ from leakcheck.oracle import Egress, Path
 from leakcheck.probe import ProbeContext, validate_probe
 from leakcheck.report import Status, rfc3339, status_from_findings
 from leakcheck.tunnel import Tunnel
-from probes.reconnect import ReconnectProbe
+from leakcheck.probes.reconnect import ReconnectProbe
 
 CANARY = "198.51.100.1"
 SERVER = "203.0.113.1"

@@ -13,7 +13,7 @@ from leakcheck.oracle import Oracle
 from leakcheck.probe import ProbeContext
 from leakcheck.report import Effect
 from leakcheck.tunnel import detect
-from probes.tethering import TetheringProbe, client_address, find_downstream
+from leakcheck.probes.tethering import TetheringProbe, client_address, find_downstream
 from tests.unit.test_perapp import ADDRS, LAN, LINKS, MAIN_DEFAULT, WG_DEFAULT, WG_INFO, WG_RULES, FakeKernel
 
 net = ipaddress.ip_network
