@@ -23,7 +23,8 @@ from netlink link/address/route changes):
 
 **Active, only when enabled** (`[agent] disruptive = true` or
 `leakcheck run --disruptive`; privileged; test packets allowed; an interface
-tunnel whose server address is known - WireGuard peers, IPsec gateways; not
+tunnel whose server address is known - WireGuard peers, IPsec gateways, the
+servers of tun/ppp clients (leakcheck/linux/tunowners.py); not
 on a network-change trigger). Cuts the path to the VPN server for
 `[agent] reconnect_cut` (default 10 s) with an nftables table of its own,
 looks for leaks while it is down, lifts the cut and measures the time until
@@ -58,6 +59,7 @@ from leakcheck.config import parse_duration
 from leakcheck.oracle import Path
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
 from leakcheck.report import Guidance, rfc3339
+from leakcheck.tunnel import vpn_endpoints
 
 if TYPE_CHECKING:  # imported when the cut test runs: it is rarely needed
     from leakcheck.disrupt import CutOutcome, CutPlan
@@ -252,8 +254,8 @@ class ReconnectProbe(Probe):
             return "policy-based IPsec has no tunnel interface to watch; the cut test needs an interface tunnel"
         endpoints = self._endpoints(ctx)
         if not endpoints:
-            return ("the VPN server's address is not known (known for WireGuard peers and IPsec gateways), "
-                    "so there is nothing to cut")
+            return ("the VPN server's address is not known (WireGuard peers, IPsec gateways and the sockets of "
+                    "the process holding a tun/ppp device showed none), so there is nothing to cut")
         canaries = self._protected_canaries(ctx, ctx.tunnel.interfaces)
         if not canaries:
             return "no canary destination goes into the tunnel (a split tunnel?): nothing to measure"
@@ -264,11 +266,7 @@ class ReconnectProbe(Probe):
 
     @staticmethod
     def _endpoints(ctx: ProbeContext) -> set[str]:
-        found = {ep for wg in ctx.state.wireguard if ctx.tunnel.is_tunnel_interface(wg.ifname)
-                 for ep in wg.endpoints}
-        if not found and ctx.tunnel.kind == "ipsec":
-            found = {t.dst for p in ctx.state.out_policies() if p.protects for t in p.templates if t.dst}
-        return found
+        return vpn_endpoints(ctx.state, ctx.tunnel)
 
     @staticmethod
     def _protected_canaries(ctx: ProbeContext, interfaces: tuple[str, ...]) -> list[str]:
