@@ -35,6 +35,11 @@ def test_conntrack_flow_of_the_client_socket():
     assert flow == tunowners.Flow("udp", "203.0.113.2", SERVER, 49519, 1194)
 
 
+def test_conntrack_prints_ipv6_zero_padded():
+    (flow,) = tunowners.parse_conntrack((DATA / "nf_conntrack-ipv6.txt").read_text())
+    assert flow == tunowners.Flow("udp", "::1", "::2", 40001, 1195)
+
+
 def test_remote_from_command_line_and_config_file():
     argv = [a.decode() for a in (DATA / "openvpn-cmdline.bin").read_bytes().split(b"\0") if a]
     assert tunowners.configured_remotes(argv) == [SERVER]
