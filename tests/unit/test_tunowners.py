@@ -120,6 +120,13 @@ def test_unconnected_udp_client_server_from_its_config_and_the_host_route(tmp_pa
     assert "host route" in owner.evidence[0] and f"{SERVER}/32 via 100.64.0.1 dev eth0" in owner.evidence[0]
 
 
+def test_known_tun_holders_limit_the_scan(tmp_path):
+    proc = FakeProc(tmp_path)
+    openvpn(proc)
+    assert read(proc, [udp(11)], tun_holders=[700])[0].endpoints == (SERVER,)
+    assert read(proc, [udp(11)], tun_holders=[]) == ()  # only the candidates are looked into
+
+
 def test_configuration_alone_does_not_decide(tmp_path):
     proc = FakeProc(tmp_path)
     openvpn(proc)
