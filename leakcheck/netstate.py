@@ -407,6 +407,26 @@ class LinkDetail:
 
 
 @dataclass(frozen=True)
+class VpnProfile:
+    """A VPN the operating system itself knows (macOS `scutil --nc list`, Windows
+    `Get-VpnConnection`): what it is and how it is set up. None: not told."""
+
+    name: str
+    source: str  # "scutil --nc list" | "Get-VpnConnection"
+    state: str  # connected | disconnected | connecting | ...
+    kind: str | None = None  # IKEv2, L2TP, Sstp, IPSec, VPN:com.wireguard.macos ...
+    server: str | None = None  # an address or a host name
+    split_tunneling: bool | None = None
+    always_on: bool | None = None
+    authentication: tuple[str, ...] = ()
+    all_users: bool | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected"
+
+
+@dataclass(frozen=True)
 class NetState:
     links: tuple[Link, ...] = ()
     addresses: tuple[Address, ...] = ()
@@ -422,6 +442,8 @@ class NetState:
     firewall: Firewall | None = None  # None: not read
     activity: Activity | None = None  # processes and live sockets; None: not read
     link_details: tuple[LinkDetail, ...] = ()
+    vpn_profiles: tuple[VpnProfile, ...] = ()  # macOS / Windows: the OS's own VPN services
+    vpn_servers: tuple[str, ...] = ()  # VPN server addresses a non-Linux backend found
 
     def link(self, name_or_index: str | int | None) -> Link | None:
         for link in self.links:

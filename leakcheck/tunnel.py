@@ -96,6 +96,7 @@ def vpn_endpoints(state: NetState) -> set[str]:
     """Addresses of the VPN servers: WireGuard peers and IPsec tunnel peers."""
     endpoints = {ep for wg in state.wireguard for ep in wg.endpoints}
     endpoints |= {t.dst for p in state.out_policies() if p.protects for t in p.templates if t.dst}
+    endpoints |= set(state.vpn_servers)  # macOS / Windows backends (leakcheck/platform)
     return endpoints
 
 
