@@ -33,29 +33,33 @@ def parse_json(text: str) -> list[dict[str, Any]]:
 def parse_format_list(text: str) -> list[dict[str, Any]]:
     """`Format-List` text: `Name : value` lines, objects separated by blank
     lines; `{a, b}` values are lists; continuation lines (long values wrapped
-    by the console) are joined."""
+    by the console, indented under the value column) are joined first."""
     objects: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
+    current: dict[str, str] = {}
     last: str | None = None
+
+    def flush() -> None:
+        if current:
+            objects.append({k: _list_value(v) for k, v in current.items()})
+
     for raw in text.splitlines():
         line = raw.rstrip()
         if line.lstrip().startswith("PS ") and ">" in line:
             continue  # a prompt line in a pasted transcript
         if not line.strip():
-            if current:
-                objects.append(current)
-                current, last = {}, None
+            flush()
+            current, last = {}, None
             continue
         name, sep, value = line.partition(" : ")
-        if not sep and line.rstrip().endswith(" :"):
-            name, sep, value = line.rstrip()[:-2], " :", ""
-        if sep and name.strip() and " " not in name.strip():
+        if not sep and line.endswith(" :"):
+            name, sep, value = line[:-2], " :", ""
+        if sep and name.strip() and " " not in name.strip() and not raw.startswith(" " * 8):
             last = name.strip()
-            current[last] = _list_value(value.strip())
+            current[last] = value.strip()
         elif last is not None and raw.startswith(" "):
-            current[last] = f"{current[last]}{line.strip()}" if isinstance(current[last], str) else current[last]
-    if current:
-        objects.append(current)
+            joiner = " " if current[last].endswith(",") else ""
+            current[last] = f"{current[last]}{joiner}{line.strip()}"
+    flush()
     return objects
 
 
@@ -214,10 +218,12 @@ def nrpt_policies(objects: list[dict[str, Any]]) -> list[NrptRule]:
         namespace = obj.get("Namespace")
         if namespace is None:
             continue
-        servers = as_list(obj.get("NameServers") or obj.get("DAProxyServerName") or obj.get("NameServer"))
+        servers = as_list(obj.get("NameServers"))
+        direct_access = not servers and bool(as_list(obj.get("DirectAccessDnsServers")))
+        if direct_access:  # a DirectAccess rule: its own servers, used while off the corporate network
+            servers = as_list(obj.get("DirectAccessDnsServers"))
         for ns in as_list(namespace):
-            out.append(NrptRule(namespace=ns, name_servers=tuple(servers),
-                                direct_access=str(obj.get("DirectAccessEnabled", "")).lower() == "true"))
+            out.append(NrptRule(namespace=ns, name_servers=tuple(servers), direct_access=direct_access))
     return out
 
 # ------------------------------------------------------------------ the built-in VPN client
