@@ -94,7 +94,8 @@ def resolvers(servers: list[parsers.InterfaceDns], nrpt: list[parsers.NrptRule],
                 address = ipaddress.ip_address(ns)
             except ValueError:
                 continue  # a proxy name (DirectAccess): not an address to route
-            out.append(Resolver(address=address, source="NRPT", link=None if rule.namespace == "." else None,
+            # "link" NRPT: a rule, not an interface, decides which names reach it
+            out.append(Resolver(address=address, source="NRPT", link="NRPT",
                                 domains=() if rule.namespace == "." else (rule.namespace,),
                                 default_route=rule.namespace == "."))
     connected = {l.name for l in link_list if l.usable}
