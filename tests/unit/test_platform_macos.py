@@ -192,3 +192,85 @@ def test_pfctl_rules_kill_switch_shape() -> None:
     fw = state.firewall_from_pf(rules)
     assert [r.action for r in fw.rules] == ["drop", "accept", "accept"] and fw.sources == ("pf",)
     assert fw.rules[1].oifnames == ("utun3",) and "quick" in fw.rules[1].opaque
+
+
+# ------------------------------------------------------------------ recorded machines, end to end
+
+from leakcheck import engine  # noqa: E402
+from leakcheck.config import defaults  # noqa: E402
+from leakcheck.platform.macos import MacBackend  # noqa: E402
+
+STATES = DATA / "states"
+CANARY_ROUTE_GET = ("route", "-n", "get", "-inet", "1.1.1.1")
+
+
+def recorded_mac(name: str) -> tuple[MacBackend, RecordedRunner]:
+    d = STATES / name
+    runner = RecordedRunner({
+        state.NETSTAT: d / "netstat-rn.txt", state.IFCONFIG: d / "ifconfig-a.txt",
+        state.SCUTIL_DNS: d / "scutil-dns.txt", state.SCUTIL_NC: d / "scutil-nc-list.txt",
+        state.PFCTL_RULES: CommandFailed(state.PFCTL_RULES, "exit 1: pfctl: /dev/pf: Permission denied"),
+        CANARY_ROUTE_GET: d / "route-get-1.1.1.1.txt"})
+    return MacBackend(runner, read_activity=False, root=False), runner
+
+
+def run_recorded(name: str):
+    backend, runner = recorded_mac(name)
+    report = engine.run(defaults(), engine.RunOptions(probes=("routes", "split", "dns", "ipv6"), passive=True),
+                        backend=backend)
+    return report, runner
+
+
+def statuses(report) -> dict[str, tuple[str, set[str]]]:
+    return {p.probe: (p.status.value, {f.id for f in p.findings}) for p in report.probes}
+
+
+def test_recorded_full_tunnel_passes() -> None:
+    report, runner = run_recorded("full-tunnel")
+    assert report.tunnel.state == "up" and report.tunnel.interfaces == ["ppp0"] and report.tunnel.kind == "ppp"
+    got = statuses(report)
+    assert report.verdict.value == "pass", got
+    assert all(status == "pass" for status, _ in got.values())
+    # the VPN server's host route is noted, not a leak
+    assert got["routes"][1] == {"routes.server-route-any-process"}
+    assert CANARY_ROUTE_GET in runner.asked  # the kernel's own answer is asked for the canaries
+
+
+def test_recorded_split_tunnel_leaks() -> None:
+    report, _ = run_recorded("split-tunnel")
+    got = statuses(report)
+    assert report.verdict.value == "leak"
+    # no server is inferred: the tunnel does not take the default path here
+    assert got["routes"] == ("leak", {"routes.default-route-outside-tunnel"})
+    assert got["split"][0] == "leak" and "split.prefixes-outside-tunnel" in got["split"][1]
+    assert got["dns"] == ("pass", set()) and got["ipv6"] == ("pass", set())
+
+
+def test_recorded_dns_leak() -> None:
+    report, _ = run_recorded("dns-leak")
+    got = statuses(report)
+    assert got["dns"] == ("leak", {"dns.resolver-outside-tunnel"})
+    finding = next(p for p in report.probes if p.probe == "dns").findings[0]
+    assert finding.evidence["resolver"] == "192.168.1.1" and finding.evidence["interface"] == "en0"
+    assert finding.evidence["source"] == "scutil --dns"
+    assert got["routes"][0] == "pass" and got["split"][0] == "pass" and got["ipv6"][0] == "pass"
+
+
+def test_recorded_ipv6_leak() -> None:
+    report, _ = run_recorded("ipv6-leak")
+    got = statuses(report)
+    assert got["ipv6"] == ("leak", {"ipv6.ipv6-outside-ipv4-only-tunnel"})
+    finding = next(p for p in report.probes if p.probe == "ipv6").findings[0]
+    assert finding.evidence["interface"] == "en0"
+    assert finding.evidence["addresses"] == ["2a01:4f8:c17:1e8f:1c2b:9a5e:5b7e:e51"]
+    assert got["routes"][0] == "pass" and got["dns"][0] == "pass"
+
+
+def test_recorded_state_reads_profiles_servers_and_notes() -> None:
+    backend, _ = recorded_mac("full-tunnel")
+    netstate = backend.read_state()
+    assert [(p.name, p.state, p.kind) for p in netstate.vpn_profiles] == [
+        ("Work VPN", "connected", "IPSec"), ("Personal VPN", "disconnected", "IKEv2")]
+    assert netstate.vpn_servers == ("203.0.113.7",)
+    assert any("pfctl -sr: not read" in n for n in netstate.notes)
+    assert netstate.firewall is not None and netstate.firewall.unreadable

@@ -143,3 +143,84 @@ def test_vpn_connections_become_profiles_and_servers() -> None:
     assert state.servers(vpns) == ("10.1.1.2", "10.1.1.1")  # "Washington" is a name, resolved on connect
     links = state.links([parsers.IpInterface(40, "Test6", 4, True, 1)], vpns)
     assert links[0].kind == "vti"  # IKEv2: an IPsec tunnel
+
+
+# ------------------------------------------------------------------ recorded machines, end to end
+
+from leakcheck import engine  # noqa: E402
+from leakcheck.config import defaults  # noqa: E402
+from leakcheck.platform.windows import WindowsBackend  # noqa: E402
+
+STATES = DATA / "states"
+
+
+def recorded_windows(name: str) -> tuple[WindowsBackend, RecordedRunner]:
+    d = STATES / name
+    canary = find_net_route_argv(Query(dst=ipaddress.ip_address("1.1.1.1")))
+    runner = RecordedRunner({
+        state.NET_IP_INTERFACE: d / "Get-NetIPInterface.json", state.NET_IP_ADDRESS: d / "Get-NetIPAddress.json",
+        state.NET_ROUTE: d / "Get-NetRoute.json", state.DNS_SERVERS: d / "Get-DnsClientServerAddress.json",
+        state.NRPT_POLICY: d / "Get-DnsClientNrptPolicy.json", state.VPN_CONNECTIONS: d / "Get-VpnConnection.json",
+        canary: d / "Find-NetRoute-1.1.1.1.json"})
+    return WindowsBackend(runner, read_activity=False, root=False), runner
+
+
+def run_recorded(name: str):
+    backend, runner = recorded_windows(name)
+    report = engine.run(defaults(), engine.RunOptions(probes=("routes", "split", "dns", "ipv6"), passive=True),
+                        backend=backend)
+    return report, runner
+
+
+def statuses(report) -> dict[str, tuple[str, set[str]]]:
+    return {p.probe: (p.status.value, {f.id for f in p.findings}) for p in report.probes}
+
+
+def test_recorded_full_tunnel_passes() -> None:
+    report, runner = run_recorded("full-tunnel")
+    assert (report.tunnel.state, report.tunnel.kind, report.tunnel.interfaces) == ("up", "ipsec", ["Test6"])
+    got = statuses(report)
+    assert report.verdict.value == "pass", got
+    assert all(status == "pass" for status, _ in got.values())
+    assert got["routes"][1] == {"routes.server-route-any-process"}  # the server's host route, noted
+    assert find_net_route_argv(Query(dst=ipaddress.ip_address("1.1.1.1"))) in runner.asked
+
+
+def test_recorded_split_tunnel_leaks() -> None:
+    report, _ = run_recorded("split-tunnel")
+    got = statuses(report)
+    assert report.verdict.value == "leak"
+    assert got["routes"][0] == "leak" and "routes.default-route-outside-tunnel" in got["routes"][1]
+    assert got["split"][0] == "leak" and "split.prefixes-outside-tunnel" in got["split"][1]
+    assert got["dns"] == ("pass", set()) and got["ipv6"] == ("pass", set())
+    finding = next(f for p in report.probes if p.probe == "routes" for f in p.findings
+                   if f.id == "routes.default-route-outside-tunnel")
+    assert finding.evidence["interface"] == "Wi-Fi" and finding.evidence["gateway"] == "10.229.128.1"
+
+
+def test_recorded_dns_leak() -> None:
+    report, _ = run_recorded("dns-leak")
+    got = statuses(report)
+    assert got["dns"] == ("leak", {"dns.resolver-outside-tunnel"})
+    finding = next(p for p in report.probes if p.probe == "dns").findings[0]
+    assert (finding.evidence["resolver"], finding.evidence["link"], finding.evidence["interface"]) == (
+        "172.31.232.1", "Ethernet", "Ethernet")
+    assert got["routes"][0] == "pass" and got["split"][0] == "pass" and got["ipv6"][0] == "pass"
+
+
+def test_recorded_ipv6_leak() -> None:
+    report, _ = run_recorded("ipv6-leak")
+    got = statuses(report)
+    assert got["ipv6"] == ("leak", {"ipv6.ipv6-outside-ipv4-only-tunnel"})
+    finding = next(p for p in report.probes if p.probe == "ipv6").findings[0]
+    assert finding.evidence["interface"] == "Ethernet"
+    assert got["routes"][0] == "pass" and got["dns"][0] == "pass"
+
+
+def test_recorded_state_profiles_servers_and_unread_wfp() -> None:
+    backend, _ = recorded_windows("full-tunnel")
+    netstate = backend.read_state()
+    (profile,) = netstate.vpn_profiles
+    assert (profile.name, profile.kind, profile.split_tunneling, profile.connected) == ("Test6", "Ikev2", False, True)
+    assert netstate.vpn_servers == ("10.1.1.1",)
+    assert any("WFP" in n for n in netstate.notes)

@@ -80,9 +80,10 @@ class RouteGetLookup:
 class MacBackend:
     name = "macos"
 
-    def __init__(self, runner: Runner | None = None, read_activity: bool = True):
+    def __init__(self, runner: Runner | None = None, read_activity: bool = True, root: bool | None = None):
         self.runner = runner or SubprocessRunner()
         self.read_activity = read_activity
+        self.root = root  # a recording says whether it was taken as root; None: ask this machine
 
     def read_state(self) -> NetState:
         from leakcheck.platform.activity import read_activity
@@ -92,6 +93,8 @@ class MacBackend:
         return RouteGetLookup(self.runner, netstate)
 
     def privileged(self) -> bool:
+        if self.root is not None:
+            return self.root
         return os.geteuid() == 0  # pfctl -sr and every process's sockets need root
 
     def packets_unavailable(self) -> str | None:

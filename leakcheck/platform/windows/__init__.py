@@ -79,9 +79,10 @@ class FindNetRouteLookup:
 class WindowsBackend:
     name = "windows"
 
-    def __init__(self, runner: Runner | None = None, read_activity: bool = True):
+    def __init__(self, runner: Runner | None = None, read_activity: bool = True, root: bool | None = None):
         self.runner = runner or SubprocessRunner()
         self.read_activity = read_activity
+        self.root = root  # a recording says whether it was taken as root; None: ask this machine
 
     def read_state(self) -> NetState:
         from leakcheck.platform.activity import read_activity
@@ -95,6 +96,8 @@ class WindowsBackend:
         return FindNetRouteLookup(self.runner, netstate, metrics)
 
     def privileged(self) -> bool:
+        if self.root is not None:
+            return self.root
         import ctypes
         try:
             return bool(ctypes.windll.shell32.IsUserAnAdmin())  # type: ignore[attr-defined]

@@ -122,8 +122,8 @@ class NetRoute:
 def net_routes(objects: list[dict[str, Any]]) -> list[NetRoute]:
     out = []
     for obj in objects:
-        if "DestinationPrefix" not in obj:
-            continue
+        if not obj.get("DestinationPrefix"):
+            continue  # Select-Object gives the other object kinds null properties
         hop = str(obj.get("NextHop") or "")
         protocol = obj.get("Protocol")
         out.append(NetRoute(prefix=ipaddress.ip_network(obj["DestinationPrefix"], strict=False),
@@ -146,7 +146,7 @@ class IpInterface:
 def ip_interfaces(objects: list[dict[str, Any]]) -> list[IpInterface]:
     out = []
     for obj in objects:
-        if "InterfaceAlias" not in obj:
+        if not obj.get("InterfaceAlias"):
             continue
         state = obj.get("ConnectionState")
         state = integer(state, -1) if isinstance(state, (int, float)) or str(state).isdigit() else state
@@ -168,7 +168,7 @@ class IpAddress:
 def ip_addresses(objects: list[dict[str, Any]]) -> list[IpAddress]:
     return [IpAddress(address=str(o["IPAddress"]).split("%", 1)[0], prefixlen=integer(o.get("PrefixLength")),
                       ifindex=integer(o.get("InterfaceIndex", o.get("ifIndex"))), alias=o.get("InterfaceAlias"))
-            for o in objects if "IPAddress" in o]
+            for o in objects if o.get("IPAddress")]
 
 # ------------------------------------------------------------------ Find-NetRoute
 
@@ -185,7 +185,7 @@ def find_net_route(objects: list[dict[str, Any]]) -> BestRoute:
     routes = net_routes(objects)
     if not routes:
         raise ValueError("Find-NetRoute returned no route")
-    source = next((str(o["IPAddress"]).split("%", 1)[0] for o in objects if "IPAddress" in o), None)
+    source = next((str(o["IPAddress"]).split("%", 1)[0] for o in objects if o.get("IPAddress")), None)
     return BestRoute(routes[0], source)
 
 # ------------------------------------------------------------------ DNS
