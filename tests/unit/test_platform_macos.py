@@ -242,6 +242,9 @@ def test_recorded_split_tunnel_leaks() -> None:
     assert report.verdict.value == "leak"
     # no server is inferred: the tunnel does not take the default path here
     assert got["routes"] == ("leak", {"routes.default-route-outside-tunnel"})
+    finding = next(p for p in report.probes if p.probe == "routes").findings[0]
+    assert finding.evidence["interface"] == "en0" and finding.evidence["gateway"] == "192.168.1.1"
+    assert finding.evidence["decided_by"].startswith("route -n get (PF_ROUTE RTM_GET); where it gave no answer")
     assert got["split"][0] == "leak" and "split.prefixes-outside-tunnel" in got["split"][1]
     assert got["dns"] == ("pass", set()) and got["ipv6"] == ("pass", set())
 
@@ -253,6 +256,8 @@ def test_recorded_dns_leak() -> None:
     finding = next(p for p in report.probes if p.probe == "dns").findings[0]
     assert finding.evidence["resolver"] == "192.168.1.1" and finding.evidence["interface"] == "en0"
     assert finding.evidence["source"] == "scutil --dns"
+    # the recording holds no kernel answer for the resolver: the table decided, and says so
+    assert finding.evidence["decided_by"] == "the routing table (netstat -rn), longest prefix"
     assert got["routes"][0] == "pass" and got["split"][0] == "pass" and got["ipv6"][0] == "pass"
 
 

@@ -37,19 +37,27 @@ class RouteGetLookup:
     """The kernel's answer per destination (`route -n get`), the routing
     table's for bulk batches and for destinations a recording lacks."""
 
-    decided_by = "route -n get (PF_ROUTE RTM_GET)"
+    KERNEL = "route -n get (PF_ROUTE RTM_GET)"
+    TABLE = "the routing table (netstat -rn), longest prefix"
 
     def __init__(self, runner: Runner, netstate: NetState, limit: int = KERNEL_BATCH_LIMIT):
         self.runner = runner
         self.state = netstate
         self.limit = limit
         self.table = TableLookup(netstate)
-        self.kernel_answers = 0  # how many answers came from route get (evidence for tests)
+        self.kernel_answers = 0
+        self.decided_by = self.KERNEL  # what answered the last batch (the oracle's evidence)  # how many answers came from route get (evidence for tests)
 
     def lookup_many(self, queries: Sequence[Query]) -> list[Answer]:
         if len(queries) > self.limit:
+            self.decided_by = self.TABLE
             return self.table.lookup_many(queries)
-        return [self.lookup(q) for q in queries]
+        before = self.kernel_answers
+        answers = [self.lookup(q) for q in queries]
+        asked = self.kernel_answers - before
+        self.decided_by = (self.KERNEL if asked == len(queries) else self.TABLE if asked == 0
+                           else f"{self.KERNEL}; where it gave no answer, {self.TABLE}")
+        return answers
 
     def lookup(self, query: Query) -> Answer:
         try:

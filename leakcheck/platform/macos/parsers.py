@@ -342,7 +342,7 @@ def parse_pfctl_rules(text: str) -> list[PfRule]:
             continue
         words = line.replace("{", " { ").replace("}", " } ").split()
         action = words[0]
-        direction = quick_on = None
+        direction = None
         quick = False
         ifaces: tuple[str, ...] = ()
         family = None
@@ -374,6 +374,5 @@ def parse_pfctl_rules(text: str) -> list[PfRule]:
             else:
                 opaque.append(word)
                 i += 1
-        del quick_on
         rules.append(PfRule(line, action, direction, quick, ifaces, family, protos, src, dst, tuple(opaque)))
     return rules

@@ -43,7 +43,7 @@ def links_and_addresses(interfaces: list[parsers.IfconfigInterface],
         if index is None or index in used:
             index = position if position not in used else max(used) + 1
         used.add(index)
-        oper = "UP" if iface.running else ("DOWN" if iface.up else "DOWN")
+        oper = "UP" if iface.running else "DOWN"  # up but not running: no link (Wi-Fi off, cable out)
         links.append(Link(index=index, name=iface.name, kind=_kind(iface.name), admin_up=iface.up,
                           oper_state=oper))
         for addr, bits, _peer in iface.inet:

@@ -40,7 +40,8 @@ class FindNetRouteLookup:
     destinations a recording lacks are answered from the route table with
     Windows' rule (longest prefix, then route + interface metric)."""
 
-    decided_by = "Find-NetRoute (GetBestRoute2)"
+    KERNEL = "Find-NetRoute (GetBestRoute2)"
+    TABLE = "the route table (Get-NetRoute), longest prefix then route + interface metric"
 
     def __init__(self, runner: Runner, netstate: NetState, metrics: dict[tuple[str, int], int],
                  limit: int = KERNEL_BATCH_LIMIT):
@@ -49,11 +50,18 @@ class FindNetRouteLookup:
         self.limit = limit
         self.table = TableLookup(netstate, metrics)
         self.kernel_answers = 0
+        self.decided_by = self.KERNEL  # what answered the last batch (the oracle's evidence)
 
     def lookup_many(self, queries: Sequence[Query]) -> list[Answer]:
         if len(queries) > self.limit:
+            self.decided_by = self.TABLE
             return self.table.lookup_many(queries)
-        return [self.lookup(q) for q in queries]
+        before = self.kernel_answers
+        answers = [self.lookup(q) for q in queries]
+        asked = self.kernel_answers - before
+        self.decided_by = (self.KERNEL if asked == len(queries) else self.TABLE if asked == 0
+                           else f"{self.KERNEL}; where it gave no answer, {self.TABLE}")
+        return answers
 
     def lookup(self, query: Query) -> Answer:
         try:
