@@ -67,3 +67,22 @@ def test_engine_uses_the_backend_it_is_handed() -> None:
     assert report.tunnel.state == "absent"
     assert {p.probe for p in report.probes} == {"routes", "dns"}
 
+
+
+def test_psutil_activity_sees_this_process_socket() -> None:
+    """The macOS/Windows socket reader is plain psutil: checked here on a real socket."""
+    import os
+    import socket
+
+    from leakcheck.platform.activity import read_activity
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("192.0.2.1", 9))  # UDP connect sends nothing; it fixes the peer
+        port = sock.getsockname()[1]
+        notes: list[str] = []
+        activity = read_activity(notes)
+    assert activity is not None and activity.socket_source == "psutil"
+    mine = [s for s in activity.sockets if s.local_port == port and s.remote == "192.0.2.1"]
+    assert len(mine) == 1 and mine[0].protocol == "udp" and mine[0].remote_port == 9
+    assert os.getpid() in mine[0].pids
+    assert activity.process(os.getpid()) is not None
