@@ -86,3 +86,14 @@ def test_psutil_activity_sees_this_process_socket() -> None:
     assert len(mine) == 1 and mine[0].protocol == "udp" and mine[0].remote_port == 9
     assert os.getpid() in mine[0].pids
     assert activity.process(os.getpid()) is not None
+
+
+def test_missing_routing_table_is_a_clear_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """A macOS machine whose netstat cannot run: exit 3 (a probe could not complete), one line."""
+    from leakcheck.errors import NetStateError
+    from leakcheck.platform.commands import RecordedRunner
+
+    backend = MacBackend(RecordedRunner({}), read_activity=False, root=False)
+    with pytest.raises(NetStateError, match="netstat -rn: not in the recording") as caught:
+        engine.run(defaults(), engine.RunOptions(passive=True), backend=backend)
+    assert int(caught.value.exit_code) == 3

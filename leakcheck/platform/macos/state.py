@@ -8,6 +8,7 @@ from typing import Callable
 
 from leakcheck.netstate import (MAIN_TABLE, Activity, Address, Firewall, FirewallChain, FirewallRule, Link,
                                 NetState, Nexthop, Resolver, Route, VpnProfile)
+from leakcheck.errors import NetStateError
 from leakcheck.platform.commands import CommandFailed, Runner
 from leakcheck.platform.macos import parsers
 from leakcheck.tunnel import link_kind
@@ -144,6 +145,15 @@ def server_routes(routes: tuple[Route, ...], links: tuple[Link, ...], state: Net
 
 
 def read(runner: Runner, activity: Callable[[list[str]], Activity | None] | None = None) -> NetState:
+    """The whole state; without the routing table and the interfaces there is
+    nothing to judge (NetStateError, exit 3), other parts are notes."""
+    try:
+        return _read(runner, activity)
+    except CommandFailed as exc:
+        raise NetStateError(f"the network state could not be read: {exc}") from exc
+
+
+def _read(runner: Runner, activity: Callable[[list[str]], Activity | None] | None) -> NetState:
     notes: list[str] = []
     parsed_routes = parsers.parse_netstat_routes(runner.run(NETSTAT))
     links, addresses = links_and_addresses(parsers.parse_ifconfig(runner.run(IFCONFIG)), parsed_routes)

@@ -8,6 +8,7 @@ from typing import Callable
 
 from leakcheck.netstate import (MAIN_TABLE, Activity, Address, Firewall, Link, NetState, Nexthop, Resolver,
                                 Route, VpnProfile)
+from leakcheck.errors import NetStateError
 from leakcheck.platform.commands import CommandFailed, Runner
 from leakcheck.platform.windows import parsers
 
@@ -138,6 +139,15 @@ def servers(vpns: list[parsers.VpnConnection]) -> tuple[str, ...]:
 
 
 def read(runner: Runner, activity: Callable[[list[str]], Activity | None] | None = None) -> NetState:
+    """The whole state; without the routing table and the interfaces there is
+    nothing to judge (NetStateError, exit 3), other parts are notes."""
+    try:
+        return _read(runner, activity)
+    except CommandFailed as exc:
+        raise NetStateError(f"the network state could not be read: {exc}") from exc
+
+
+def _read(runner: Runner, activity: Callable[[list[str]], Activity | None] | None) -> NetState:
     notes: list[str] = []
     vpns = _optional(runner, VPN_CONNECTIONS, parsers.vpn_connections, notes) or []
     link_list = links(parsers.ip_interfaces(parsers.parse_objects(runner.run(NET_IP_INTERFACE))), vpns)
