@@ -16,8 +16,10 @@ from typing import Any
 ADDRESS_FAMILY = {2: 4, 23: 6, "IPv4": 4, "IPv6": 6, "InterNetwork": 4, "InterNetworkV6": 6}
 CONNECTION_STATE = {0: "Disconnected", 1: "Connected", "Disconnected": "Disconnected",
                     "Connected": "Connected"}
-ROUTE_PROTOCOL = {1: "Other", 2: "Local", 3: "NetMgmt", 4: "Icmp", 13: "Rip", 14: "IsIs", 16: "Ospf",
-                  23: "Bgp", 126: "Dhcp"}
+# MSFT_NetRoute.Protocol (the MIB_IPFORWARD_PROTO numbers)
+ROUTE_PROTOCOL = {1: "Other", 2: "Local", 3: "NetMgmt", 4: "Icmp", 5: "Egp", 6: "Ggp", 7: "Hello", 8: "Rip",
+                  9: "IsIs", 10: "EsIs", 11: "Igrp", 12: "Bbn", 13: "Ospf", 14: "Bgp", 15: "Idpr", 16: "Eigrp",
+                  17: "Dvmrp", 18: "Rpl", 19: "Dhcp"}
 VPN_TUNNEL_TYPE = {0: "Pptp", 1: "L2tp", 2: "Sstp", 3: "Ikev2", 4: "Automatic"}
 
 
