@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Protocol, Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 from leakcheck.errors import ExitCode, LeakcheckError
 from leakcheck.netstate import NetState
@@ -41,6 +41,7 @@ class UnsupportedPlatform(LeakcheckError):
     exit_code = ExitCode.USAGE
 
 
+@runtime_checkable
 class RouteLookup(Protocol):
     """The kernel's route decision, asked in batches (rtnl.RouteLookup is one)."""
 
@@ -49,6 +50,7 @@ class RouteLookup(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
 class Backend(Protocol):
     name: str  # linux | macos | windows
 

@@ -97,3 +97,8 @@ def test_missing_routing_table_is_a_clear_error_not_a_traceback(capsys: pytest.C
     with pytest.raises(NetStateError, match="netstat -rn: not in the recording") as caught:
         engine.run(defaults(), engine.RunOptions(passive=True), backend=backend)
     assert int(caught.value.exit_code) == 3
+
+
+@pytest.mark.parametrize("backend", [LinuxBackend(), MacBackend(), WindowsBackend()])
+def test_every_backend_is_a_platform_backend(backend) -> None:
+    assert isinstance(backend, platforms.Backend)

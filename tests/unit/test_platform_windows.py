@@ -225,3 +225,16 @@ def test_recorded_state_profiles_servers_and_unread_wfp() -> None:
     assert (profile.name, profile.kind, profile.split_tunneling, profile.connected) == ("Test6", "Ikev2", False, True)
     assert netstate.vpn_servers == ("10.1.1.1",)
     assert any("WFP" in n for n in netstate.notes)
+
+
+def test_third_party_tunnel_adapters_by_driver_description() -> None:
+    """Get-NetAdapter rows written here (JSON as the backend asks for it): the
+    descriptions are the drivers' names as Windows lists them."""
+    adapters = {int(a["ifIndex"]): a["InterfaceDescription"] for a in parsers.parse_objects(json.dumps([
+        {"ifIndex": 7, "Name": "office", "InterfaceDescription": "WireGuard Tunnel", "Status": "Up"},
+        {"ifIndex": 9, "Name": "Contoso", "InterfaceDescription": "TAP-Windows Adapter V9", "Status": "Up"},
+        {"ifIndex": 12, "Name": "Wi-Fi", "InterfaceDescription": "Intel(R) Wi-Fi 6 AX201 160MHz", "Status": "Up"}]))}
+    interfaces = [parsers.IpInterface(7, "office", 4, True, 5), parsers.IpInterface(9, "Contoso", 4, True, 5),
+                  parsers.IpInterface(12, "Wi-Fi", 4, True, 35)]
+    kinds = {l.name: l.kind for l in state.links(interfaces, [], adapters)}
+    assert kinds == {"office": "wireguard", "Contoso": "tun", "Wi-Fi": None}

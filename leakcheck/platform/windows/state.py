@@ -32,24 +32,40 @@ NET_IP_INTERFACE = as_json("Get-NetIPInterface",
 NET_IP_ADDRESS = as_json("Get-NetIPAddress", "IPAddress,PrefixLength,InterfaceIndex,InterfaceAlias,AddressFamily")
 DNS_SERVERS = as_json("Get-DnsClientServerAddress", "InterfaceAlias,InterfaceIndex,AddressFamily,ServerAddresses")
 NRPT_POLICY = as_json("Get-DnsClientNrptPolicy", "Namespace,NameServers,DirectAccessEnabled")
+NET_ADAPTERS = as_json("Get-NetAdapter -IncludeHidden", "ifIndex,Name,InterfaceDescription,Status")
 VPN_CONNECTIONS = as_json("Get-VpnConnection -AllUserConnection",
                           "Name,ServerAddress,TunnelType,AuthenticationMethod,SplitTunneling,"
                           "ConnectionStatus,AllUserConnection")
 
+# Third-party clients name their adapter after the tunnel ("office", "Contoso"):
+# the driver's description tells what it is.
+ADAPTER_KINDS = (("wireguard", "wireguard"), ("wintun", "tun"), ("tap-windows", "tun"),
+                 ("openvpn", "tun"), ("tap-", "tun"), ("anyconnect", "tun"), ("pangp", "tun"),
+                 ("fortinet ssl vpn", "tun"), ("juniper networks virtual adapter", "tun"),
+                 ("wan miniport", "ppp"))
 # Built-in VPN tunnel types: IKEv2 and L2TP are IPsec; SSTP and PPTP carry PPP.
 TUNNEL_KIND = {"Ikev2": "vti", "L2tp": "vti", "Sstp": "ppp", "Pptp": "ppp", "Automatic": "ppp"}
 LOOPBACK_ALIAS = "Loopback Pseudo-Interface"
 
 
-def links(interfaces: list[parsers.IpInterface], vpns: list[parsers.VpnConnection]) -> tuple[Link, ...]:
+def adapter_kind(description: str) -> str | None:
+    lowered = description.lower()
+    return next((kind for needle, kind in ADAPTER_KINDS if needle in lowered), None)
+
+
+def links(interfaces: list[parsers.IpInterface], vpns: list[parsers.VpnConnection],
+          adapters: dict[int, str] | None = None) -> tuple[Link, ...]:
     """One Link per interface index (Get-NetIPInterface lists one row per
-    family). The built-in VPN's interface is named after its connection."""
+    family). The built-in VPN's interface is named after its connection;
+    other clients' adapters are known by their driver description."""
     vpn_kinds = {v.name: TUNNEL_KIND.get(v.tunnel_type or "", "ppp") for v in vpns}
+    adapters = adapters or {}
     by_index: dict[int, Link] = {}
     for iface in interfaces:
         connected = iface.connected or (by_index[iface.ifindex].oper_state == "UP"
                                         if iface.ifindex in by_index else False)
-        kind = "loopback" if iface.alias.startswith(LOOPBACK_ALIAS) else vpn_kinds.get(iface.alias)
+        kind = ("loopback" if iface.alias.startswith(LOOPBACK_ALIAS) else vpn_kinds.get(iface.alias)
+                or adapter_kind(adapters.get(iface.ifindex, "")))
         by_index[iface.ifindex] = Link(index=iface.ifindex, name=iface.alias, kind=kind, admin_up=True,
                                        oper_state="UP" if connected else "DOWN")
     return tuple(sorted(by_index.values(), key=lambda l: l.index))
@@ -150,7 +166,9 @@ def read(runner: Runner, activity: Callable[[list[str]], Activity | None] | None
 def _read(runner: Runner, activity: Callable[[list[str]], Activity | None] | None) -> NetState:
     notes: list[str] = []
     vpns = _optional(runner, VPN_CONNECTIONS, parsers.vpn_connections, notes) or []
-    link_list = links(parsers.ip_interfaces(parsers.parse_objects(runner.run(NET_IP_INTERFACE))), vpns)
+    adapters = {parsers.integer(a.get("ifIndex")): str(a.get("InterfaceDescription") or "")
+                for a in _optional(runner, NET_ADAPTERS, lambda objs: objs, notes) or []}
+    link_list = links(parsers.ip_interfaces(parsers.parse_objects(runner.run(NET_IP_INTERFACE))), vpns, adapters)
     address_list = addresses(parsers.ip_addresses(parsers.parse_objects(runner.run(NET_IP_ADDRESS))), link_list)
     route_list = routes(parsers.net_routes(parsers.parse_objects(runner.run(NET_ROUTE))), link_list)
     dns = _optional(runner, DNS_SERVERS, parsers.dns_server_addresses, notes) or []
