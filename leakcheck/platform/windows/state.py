@@ -35,7 +35,7 @@ NRPT_POLICY = as_json("Get-DnsClientNrptPolicy", "Namespace,NameServers,DirectAc
 NET_ADAPTERS = as_json("Get-NetAdapter -IncludeHidden", "ifIndex,Name,InterfaceDescription,Status")
 VPN_CONNECTIONS = as_json("Get-VpnConnection -AllUserConnection",
                           "Name,ServerAddress,TunnelType,AuthenticationMethod,SplitTunneling,"
-                          "ConnectionStatus,AllUserConnection")
+                          "ConnectionStatus,AllUserConnection,AlwaysOn")  # AlwaysOn: null where absent
 
 # Third-party clients name their adapter after the tunnel ("office", "Contoso"):
 # the driver's description tells what it is.
