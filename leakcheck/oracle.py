@@ -19,7 +19,6 @@ from leakcheck.rtnl import Answer, Query, RouteLookup
 from leakcheck.tunnel import Tunnel
 
 BLOCKING_TYPES = {"blackhole", "unreachable", "prohibit"}
-KERNEL_LOOKUP = "kernel route lookup (RTM_GETROUTE)"
 
 
 class Path(str, enum.Enum):
@@ -41,7 +40,6 @@ class Egress:
     xfrm_policy: XfrmPolicy | None = None
     error: str | None = None
     selectors: dict[str, Any] = field(default_factory=dict)
-    decided_by: str = KERNEL_LOOKUP  # another platform's lookup names itself (leakcheck/platform)
 
     @property
     def outside_tunnel(self) -> bool:
@@ -50,7 +48,7 @@ class Egress:
     def evidence(self) -> dict[str, Any]:
         out: dict[str, Any] = {"destination": str(self.destination), "path": self.path.value,
                                "interface": self.interface, "gateway": self.gateway,
-                               "decided_by": self.decided_by}
+                               "decided_by": "kernel route lookup (RTM_GETROUTE)"}
         if self.selectors:
             out["as"] = dict(self.selectors)
         if self.route is not None:
@@ -122,20 +120,17 @@ class Oracle:
         """Answers in query order. `explain=False` leaves out the inferred rule
         (evidence only), which bulk maps do not need."""
         answers = self.lookup.lookup_many(queries)
-        # a platform backend's lookup says what answered this batch (rtnl's does not: the kernel)
-        decided_by = getattr(self.lookup, "decided_by", KERNEL_LOOKUP)
-        return [self.classify(q, a, explain, decided_by) for q, a in zip(queries, answers)]
+        return [self.classify(q, a, explain) for q, a in zip(queries, answers)]
 
-    def classify(self, query: Query, answer: Answer, explain: bool = True,
-                 decided_by: str = KERNEL_LOOKUP) -> Egress:
+    def classify(self, query: Query, answer: Answer, explain: bool = True) -> Egress:
         selectors = _selectors(query, self.state) if explain else {}
         if answer.error:
             return Egress(query.dst, Path.BLOCKED, error=f"no route ({answer.error_name})",
-                          selectors=selectors, decided_by=decided_by)
+                          selectors=selectors)
         route = self._route_for(answer)
         rule = self._deciding_rule(query, answer) if explain else None
         rtype = ROUTE_TYPES.get(answer.type or 0, "unicast")
-        base = dict(route=route, rule=rule, selectors=selectors, decided_by=decided_by)
+        base = dict(route=route, rule=rule, selectors=selectors)
         if rtype in BLOCKING_TYPES:
             return Egress(query.dst, Path.BLOCKED, error=f"{rtype} route", **base)
         oif, gateway = self._first_hop(answer)
