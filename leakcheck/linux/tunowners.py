@@ -360,6 +360,8 @@ def read(links: Sequence[Link], addresses: Iterable, routes: Sequence[Route],
         if holder is None and (link.kind == "ppp" or link.name.startswith("ppp")):
             holder = _ppp_owner(link.name, holders, ppp_links, run_dirs)
         if holder is None:
+            notes.append(f"tunnel owners: no visible process holds {link.name}, so its VPN server is not known "
+                         "(other users' processes are seen only as root)")
             continue
         if flows is None:
             flows = _read_conntrack(conntrack_path or root / "net" / "nf_conntrack")

@@ -106,9 +106,8 @@ def openvpn(proc: FakeProc, pid: int = 700) -> None:
                  argv=["openvpn", "--client", "--dev", "tun0", "--remote", SERVER, "1194", "--nobind"])
 
 
-def read(proc: FakeProc, sockets, routes=DEF1_ROUTES, links=LINKS, **kw) -> tuple[TunnelOwner, ...]:
-    notes: list[str] = []
-    return tunowners.read(links, ADDRESSES, routes, sockets, notes, root=proc.root, **kw)
+def read(proc: FakeProc, sockets, routes=DEF1_ROUTES, links=LINKS, notes=None, **kw) -> tuple[TunnelOwner, ...]:
+    return tunowners.read(links, ADDRESSES, routes, sockets, notes if notes is not None else [], root=proc.root, **kw)
 
 
 def test_unconnected_udp_client_server_from_its_config_and_the_host_route(tmp_path):
@@ -125,7 +124,10 @@ def test_known_tun_holders_limit_the_scan(tmp_path):
     proc = FakeProc(tmp_path)
     openvpn(proc)
     assert read(proc, [udp(11)], tun_holders=[700])[0].endpoints == (SERVER,)
-    assert read(proc, [udp(11)], tun_holders=[]) == ()  # only the candidates are looked into
+    notes: list[str] = []
+    assert read(proc, [udp(11)], tun_holders=[], notes=notes) == ()  # only the candidates are looked into
+    assert notes == ["tunnel owners: no visible process holds tun0, so its VPN server is not known "
+                     "(other users' processes are seen only as root)"]
 
 
 def test_configuration_alone_does_not_decide(tmp_path):
