@@ -27,7 +27,8 @@ def read_state() -> NetState:
     activity = _guarded("activity", lambda: sockets.read(notes, {l.index: l.name for l in links}), notes)
     # the servers of tun/tap/ppp clients: the sockets of the process holding the device
     owners = _guarded("tunnel owners", lambda: tunowners.read(
-        links, addresses, routes, activity.sockets if activity else None, notes), notes) or ()
+        links, addresses, routes, activity.sockets if activity else None, notes,
+        tun_holders=[p.pid for p in activity.processes if p.tunnel_client] if activity else None), notes) or ()
     details = _guarded("link details", lambda: downstream.read(links), notes) or ()
     sysctls = {**sysctl.read(names), **downstream.forwarding_sysctls(names)}
     return NetState(links=links, addresses=addresses, routes=routes, rules=rules,

@@ -182,12 +182,14 @@ def read_holding(pid: int, root: Path = PROC) -> Holding | None:
     return holding
 
 
-def scan(root: Path = PROC) -> tuple[list[Holding], int]:
+def scan(root: Path = PROC, pids: Iterable[int] | None = None) -> tuple[list[Holding], int]:
     """Processes of this network namespace holding a tun device or /dev/ppp,
-    and how many processes could not be looked into."""
+    and how many processes could not be looked into. `pids` limits the scan
+    to known candidates (the socket reader's /dev/net/tun holders)."""
     netns = _own_netns(root)
     found, hidden = [], 0
-    for count, name in enumerate(os.listdir(root)):
+    names = [str(p) for p in pids] if pids is not None else os.listdir(root)
+    for count, name in enumerate(names):
         if count >= MAX_PROCESSES:
             break
         if not name.isdigit():
@@ -349,13 +351,18 @@ def _parent(pid: int, root: Path) -> int | None:
 
 def read(links: Sequence[Link], addresses: Iterable, routes: Sequence[Route],
          sockets: Sequence[SocketInfo] | None, notes: list[str], root: Path = PROC,
-         conntrack_path: Path | None = None, run_dirs: Sequence[Path] = RUN_DIRS) -> tuple[TunnelOwner, ...]:
+         conntrack_path: Path | None = None, run_dirs: Sequence[Path] = RUN_DIRS,
+         tun_holders: Iterable[int] | None = None) -> tuple[TunnelOwner, ...]:
     """Owners of the tun/tap/ppp links and their servers. `sockets` are this
-    namespace's sockets (the activity reader's); None reads them here."""
+    namespace's sockets (the activity reader's); None reads them here.
+    `tun_holders`: pids already known to hold /dev/net/tun (the activity
+    reader's scan), so /proc is not walked twice; ignored when a ppp link
+    needs its /dev/ppp holder found."""
     tunnels = [l for l in links if l.kind in TUNNEL_LINK_KINDS or l.name.startswith("ppp")]
     if not tunnels:
         return ()  # nothing to look for: no /proc scan at all
-    holders, hidden = scan(root)
+    ppp_links = sum(1 for l in tunnels if l.kind == "ppp" or l.name.startswith("ppp"))
+    holders, hidden = scan(root, None if ppp_links else tun_holders)
     if hidden and os.geteuid() != 0:
         notes.append(f"tunnel owners: {hidden} processes not visible without root; a VPN client among "
                      "them is not seen (its server stays unknown)")
@@ -366,7 +373,6 @@ def read(links: Sequence[Link], addresses: Iterable, routes: Sequence[Route],
     tunnel_names = {l.name for l in tunnels}
     tunnel_addresses = {str(a.address) for a in addresses if a.ifname in tunnel_names}
     flows: list[Flow] | None = None
-    ppp_links = sum(1 for l in tunnels if l.kind == "ppp" or l.name.startswith("ppp"))
     owners = []
     for link in tunnels:
         holder = next((h for h in holders if link.name in h.tun_ifnames), None)

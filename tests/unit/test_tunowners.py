@@ -35,6 +35,11 @@ def test_conntrack_flow_of_the_client_socket():
     assert flow == tunowners.Flow("udp", "203.0.113.2", SERVER, 49519, 1194)
 
 
+def test_conntrack_prints_ipv6_zero_padded():
+    (flow,) = tunowners.parse_conntrack((DATA / "nf_conntrack-ipv6.txt").read_text())
+    assert flow == tunowners.Flow("udp", "::1", "::2", 40001, 1195)
+
+
 def test_remote_from_command_line_and_config_file():
     argv = [a.decode() for a in (DATA / "openvpn-cmdline.bin").read_bytes().split(b"\0") if a]
     assert tunowners.configured_remotes(argv) == [SERVER]
@@ -113,6 +118,13 @@ def test_unconnected_udp_client_server_from_its_config_and_the_host_route(tmp_pa
     (owner,) = read(proc, socks)
     assert (owner.ifname, owner.pid, owner.name, owner.endpoints) == ("tun0", 700, "openvpn", (SERVER,))
     assert "host route" in owner.evidence[0] and f"{SERVER}/32 via 100.64.0.1 dev eth0" in owner.evidence[0]
+
+
+def test_known_tun_holders_limit_the_scan(tmp_path):
+    proc = FakeProc(tmp_path)
+    openvpn(proc)
+    assert read(proc, [udp(11)], tun_holders=[700])[0].endpoints == (SERVER,)
+    assert read(proc, [udp(11)], tun_holders=[]) == ()  # only the candidates are looked into
 
 
 def test_configuration_alone_does_not_decide(tmp_path):
