@@ -9,7 +9,6 @@ sets the routes and resolv.conf its own way."""
 
 from __future__ import annotations
 
-import time
 from typing import Iterator
 
 import pytest
@@ -19,13 +18,11 @@ from tests.lab import ocserv as oc
 from tests.lab.topology import Lab
 
 EXIT = {"pass": 0, "warn": 0, "leak": 1, "error": 3}
-SETUP_SECONDS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
 def ocserv_server(lab_session: Lab) -> Iterator[oc.Ocserv]:
     server = oc.Ocserv(lab_session).start()
-    SETUP_SECONDS["ocserv"] = server.setup_seconds or 0.0
     try:
         yield server
     finally:
@@ -35,9 +32,7 @@ def ocserv_server(lab_session: Lab) -> Iterator[oc.Ocserv]:
 @pytest.fixture
 def openconnect(lab: Lab, ocserv_server: oc.Ocserv, request: pytest.FixtureRequest) -> Iterator[Lab]:
     """The laptop connected as the user named by the test's parameter ("full" or "split")."""
-    started = time.monotonic()
     oc.connect(lab, ocserv_server, request.param)
-    SETUP_SECONDS[f"openconnect {request.param}"] = time.monotonic() - started
     yield lab
     oc.disconnect(lab)
 

@@ -9,7 +9,6 @@ routes (table 220), virtual IPs and resolv.conf its own way."""
 
 from __future__ import annotations
 
-import time
 from typing import Iterator
 
 import pytest
@@ -19,13 +18,11 @@ from tests.lab import strongswan as ss
 from tests.lab.topology import Lab
 
 EXIT = {"pass": 0, "warn": 0, "leak": 1, "error": 3}
-SETUP_SECONDS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
 def responder(lab_session: Lab) -> Iterator[ss.Responder]:
     gateway = ss.Responder(lab_session).start()
-    SETUP_SECONDS["responder"] = gateway.setup_seconds or 0.0
     try:
         yield gateway
     finally:
@@ -35,9 +32,7 @@ def responder(lab_session: Lab) -> Iterator[ss.Responder]:
 @pytest.fixture
 def initiator(lab: Lab, responder: ss.Responder, request: pytest.FixtureRequest) -> Iterator[Lab]:
     """The laptop's charon with the connection named by the test's parameter initiated."""
-    started = time.monotonic()
     charon = ss.connect(lab, responder, request.param)
-    SETUP_SECONDS[f"initiator {request.param}"] = time.monotonic() - started
     yield lab
     charon.stop()
 

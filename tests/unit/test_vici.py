@@ -1,6 +1,7 @@
 """strongSwan's vici protocol as leakcheck reads it (leakcheck/linux/vici.py):
 the codec, the peers of `list-sa` events, and finding charon's listening
-socket in /proc/net/unix. The lab (tests/lab/test_strongswan.py) asks a real
+socket in /proc/net/unix; recorded charon output is in tests/unit/data/vici
+(its README says where it came from). The lab (tests/lab/test_strongswan.py) asks a real
 charon."""
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ import ipaddress
 import socket
 import struct
 import threading
+from pathlib import Path
 
 import pytest
 
 from leakcheck.linux import vici
 
+DATA = Path(__file__).parent / "data" / "vici"
 LIST_SA = {"full": {"uniqueid": "1", "version": "2", "state": "ESTABLISHED", "local-host": "100.64.0.2",
                     "local-port": "4500", "remote-host": "203.0.113.1", "remote-port": "4500",
                     "remote-vips": ["100.100.2.1"], "child-sas": {"full-1": {"state": "INSTALLED",
@@ -136,3 +139,25 @@ def test_charon_holding_ipsec0_is_asked_over_its_vici_socket(tmp_path):
         server.close()
     assert (owner.ifname, owner.pid, owner.endpoints) == ("ipsec0", 600, ("203.0.113.1",))
     assert owner.evidence[0].startswith("203.0.113.1: vici: IKE SA full (ESTABLISHED)")
+
+
+def test_recorded_charon_stream_decodes_to_its_ike_sa():
+    data = (DATA / "list-sas-stream.bin").read_bytes()
+    packets = []
+    while data:
+        (length,) = struct.unpack("!I", data[:4])
+        packets.append(vici.decode_packet(data[4:4 + length]))
+        data = data[4 + length:]
+    assert [(operation, name) for operation, name, _ in packets] == [
+        (vici.EVENT_CONFIRM, ""), (vici.EVENT, "list-sa"), (vici.CMD_RESPONSE, "")]
+    event = packets[1][2]
+    assert vici.peers_of([event]) == [("full", "ESTABLISHED", "203.0.113.1")]
+    assert event["full"]["child-sas"]["full-1"]["remote-ts"] == ["0.0.0.0/0", "::/0"]
+    assert event["full"]["local-vips"] == ["100.100.2.1", "fd00:102::1"]
+
+
+def test_recorded_proc_net_unix_line_is_charons_listening_socket():
+    header = "Num       RefCount Protocol Flags    Type St Inode Path\n"
+    table = header + (DATA / "proc-net-unix-line.txt").read_text()
+    (path,) = vici.unix_socket_paths({220791}, table)
+    assert path.endswith("/run/charon.vici")
