@@ -18,6 +18,7 @@ from tests.lab import ocserv as oc
 from tests.lab.topology import Lab
 
 EXIT = {"pass": 0, "warn": 0, "leak": 1, "error": 3}
+CUT_S, BOUND_S = 3.0, 5.0  # short cut and bound, as tests/lab/test_reconnect.py uses
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,8 @@ def openconnect(lab: Lab, ocserv_server: oc.Ocserv, request: pytest.FixtureReque
     oc.disconnect(lab)
 
 
-def run(lab: Lab, config: dict | None = None) -> dict:
-    result = lab.run_cli(config=config)
+def run(lab: Lab, config: dict | None = None, *args: str) -> dict:
+    result = lab.run_cli(*args, config=config)
     assert result.report is not None, f"no JSON report:\n{result}"
     assert result.returncode == EXIT[result.report["verdict"]], str(result)
     return result.report
@@ -111,3 +112,23 @@ def test_openconnect_split_routes_leak_public_space(openconnect: Lab) -> None:
     assert probe(report, "dns")["status"] == "pass", brief(report)
     assert CORP_RESOLVER in (lab.exec(["cat", "/etc/resolv.conf"]).stdout)
 
+
+
+@pytest.mark.scenario("none")
+@pytest.mark.parametrize("openconnect", ["full"], indirect=True)
+def test_openconnect_disruptive_cut_finds_the_server_and_nothing_leaks(openconnect: Lab) -> None:
+    """The reconnect probe's real cut needs the server's address: it must come from the
+    client (its TLS socket). While cut, the routes stay in the dead tunnel: no clear packet."""
+    lab = openconnect
+    config = {"agent": {"reconnect_cut": f"{CUT_S:g}s", "reconnect_bound": f"{BOUND_S:g}s",
+                        "state_dir": str(lab.workdir / "state")}}
+    report = run(lab, config, "--disruptive", "--probe", "reconnect")
+    assert report["verdict"] == "pass", brief(report)
+    assert "reconnect.cut-test-skipped" not in ids(report)
+    evidence = finding(report, "reconnect.reconnected")["evidence"]
+    assert evidence["endpoints"] == [VPN_SERVER] and evidence["cut_s"] == CUT_S
+    assert 0 < evidence["reconnect_s"] < BOUND_S, evidence
+    assert evidence["received_on"] == [oc.TUN]
+    outcomes = {o for span in evidence["looks"] for o in span["outcomes"].values()}
+    assert outcomes and "clear" not in outcomes, evidence
+    assert "reconnect.leak-while-down" not in ids(report)
