@@ -22,7 +22,9 @@ Both get the corporate resolver (100.100.0.1, reached through the tunnel),
 which vpnc-script writes into the laptop's resolv.conf: the lab's
 /etc/netns/<lap>/resolv.conf, which `ip netns exec` mounts over
 /etc/resolv.conf, so the host's own resolv.conf is never touched (the client
-refuses to start without that file).
+refuses to start without that file). openconnect runs in its own mount
+namespace with a lab directory over /run (vpnc-script's backup goes there,
+and it cannot reach the host's resolvconf or systemd-resolved).
 
 The isp learns the pools' routes back via the gateway (added at start,
 removed at stop), exactly as it knows the WireGuard tunnel's.
@@ -150,9 +152,16 @@ def connect(lab: Lab, server: Ocserv, user: str) -> subprocess.Popen:
         # Without it vpnc-script would rewrite the host's /etc/resolv.conf.
         raise LabError(f"{resolv} is missing: refusing to run vpnc-script against the host's resolv.conf")
     assert server.ca is not None
-    argv = ["ip", "netns", "exec", lab.lap, "openconnect", "--protocol=anyconnect", "--non-inter",
-            "--passwd-on-stdin", f"--user={user}", f"--cafile={server.ca.cert}", f"--interface={TUN}",
-            f"--script={VPNC_SCRIPT}", f"https://{VPN_SERVER}:{PORT}/"]
+    # A private mount namespace with a lab directory over /run: vpnc-script keeps
+    # its resolv.conf backup in /var/run/vpnc, and must not find (nor talk to)
+    # the host's resolvconf or systemd-resolved there.
+    run_dir = lab.workdir / "openconnect-run"
+    run_dir.mkdir(exist_ok=True)
+    argv = ["ip", "netns", "exec", lab.lap, "unshare", "--mount", "--propagation", "private",
+            "sh", "-c", 'mount --bind "$1" /run && shift && exec "$@"', "sh", str(run_dir),
+            "openconnect", "--protocol=anyconnect", "--non-inter", "--passwd-on-stdin", f"--user={user}",
+            f"--cafile={server.ca.cert}", f"--interface={TUN}", f"--script={VPNC_SCRIPT}",
+            f"https://{VPN_SERVER}:{PORT}/"]
     log_path = lab.workdir / "openconnect.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log, stderr=log,
