@@ -5,8 +5,8 @@ r"""ocserv in the lab's vpn namespace, openconnect in the laptop (Debian package
    openconnect (anyconnect protocol,          ocserv: TLS tcp/443 + DTLS udp/443,
    --script vpnc-script)                      password auth (ocpasswd file),
      |                                        server certificate from the lab CA
-   tun0 100.100.1.x/24, fd00:101::x  ......   vpns0 (one per client), pool
-                                              100.100.1.0/24 + fd00:101::/64
+   tun0 100.100.1.x/24, fd00:110::x  ......   vpns0 (one per client), pool
+                                              100.100.1.0/24 + fd00:110::/64
 ```
 
 One ocserv serves both scenarios: the route set is per user
@@ -41,8 +41,10 @@ from tests.lab.labpki import LabCA
 from tests.lab.topology import ETC_NETNS, WAIT, Lab, LabError, poll
 
 PORT = 443
+# Pools apart from the other lab clients' (WireGuard 100.100.0.0/24, OpenVPN
+# 100.101.0.0/16 + fd00:101::/48, strongSwan 100.100.2.0/24 + fd00:120::/120).
 POOL_V4 = "100.100.1.0/24"
-POOL_V6 = "fd00:101::/64"
+POOL_V6 = "fd00:110::/64"
 PASSWORD = "lab-password"
 USERS: dict[str, tuple[str, ...]] = {"full": (), "split": CORP_PREFIXES}
 TUN = "tun0"

@@ -5,10 +5,10 @@ namespace, an initiator in the laptop, ESP in userspace (Debian packages).
  [lap] eth0 100.64.0.2 -------- [isp] -------- eth0 203.0.113.1 [vpn]
    charon (initiator)                              charon (responder)
    kernel-libipsec: ESP in UDP 4500                kernel-libipsec
-     |  routes in table 220 (rule 220):            pool 100.100.2.0/24 + fd00:102::/120,
+     |  routes in table 220 (rule 220):            pool 100.100.2.0/24 + fd00:120::/120,
      |  0.0.0.0/0 and ::/0 dev ipsec0,             DNS 100.100.0.1 (the corporate resolver)
      |  the server 203.0.113.1 via 100.64.0.1
-   ipsec0 100.100.2.1, fd00:102::1 ............... ipsec0
+   ipsec0 100.100.2.1, fd00:120::1 ............... ipsec0
 ```
 
 This kernel has no ESP transform, so both sides use charon's kernel-libipsec
@@ -56,7 +56,7 @@ from tests.lab.topology import ETC_NETNS, WAIT, Lab, LabError, poll
 
 CHARON = "/usr/lib/ipsec/charon"
 POOL_V4 = "100.100.2.0/24"
-POOL_V6 = "fd00:102::/120"
+POOL_V6 = "fd00:120::/120"
 CLIENT_ID = "laptop.lab.example"
 TUN = "ipsec0"
 CORP_HOST = "198.18.0.1"  # a corporate host on the gateway (vpn lo), inside the split's selectors
