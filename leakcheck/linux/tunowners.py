@@ -414,9 +414,17 @@ def _endpoints_of(holder: Holding, by_inode: dict[int, SocketInfo], flows: list[
 
 
 def _read_conntrack(path: Path) -> list[Flow]:
-    """The kernel's tracked flows (empty where conntrack does not run or is not readable)."""
+    """The kernel's tracked flows (empty where conntrack does not run or is not
+    readable): /proc/net/nf_conntrack, or ctnetlink where that file is not built in."""
     try:
         return parse_conntrack(path.read_text())
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        return []
+    from leakcheck.linux import conntrack
+    try:
+        return [Flow(f.protocol, _canonical(f.src), _canonical(f.dst), f.sport, f.dport) for f in conntrack.dump()]
     except (OSError, ValueError):
         return []
 

@@ -111,6 +111,59 @@ def test_def1_without_redirect_ipv6_leaks_beside_global_ipv6(ovpn_lab):
     server_note(report)
 
 
+# -- the disruptive reconnect test with a real client (issue 8 point 6) --------------------
+# The cut (5 s) outlasts the client's ping-restart (3 s, ping every 1 s): the client
+# restarts during the cut. Without persist-tun it closes tun0, and its routes go with it.
+
+CUT_S = 5.0
+
+
+def disruptive(lab: Lab, bound_s: float) -> dict:
+    config = {"agent": {"reconnect_cut": f"{CUT_S:g}s", "reconnect_bound": f"{bound_s:g}s",
+                        "state_dir": str(lab.workdir / "state")}}
+    return run(lab, config, "--disruptive", "--probe", "reconnect")
+
+
+def reconnect(report) -> dict:
+    return probe(report, "reconnect")
+
+
+def outcomes(evidence) -> set[str]:
+    return {o for span in evidence["looks"] for o in span["outcomes"].values()}
+
+
+@pytest.mark.parametrize("ovpn_lab", ["openvpn"], indirect=True)
+def test_ping_restart_without_persist_tun_leaks_while_down(ovpn_lab):
+    report = disruptive(ovpn_lab, bound_s=10.0)
+    assert report["verdict"] == "leak", brief(report)
+    leak = finding(report, "reconnect.leak-while-down")
+    evidence = leak["evidence"]
+    # the server came from the client's own socket and host route: the cut could run at all
+    assert evidence["endpoints"] == [VPN_SERVER] and evidence["canaries"] == [CANARY_V4]
+    assert evidence["method"] == "observed" and evidence["observed"]["seen_in_clear_on"] == ["eth0"], evidence
+    assert evidence["route"].startswith(f"default via {LAN_ROUTER} dev eth0"), evidence
+    assert evidence["phase"] == "cut" and 1.0 < evidence["first_leak_at_s"] < CUT_S, evidence
+    # the tunnel was held (routes in place) until the client restarted, then traffic went out in clear
+    assert {"into-dead-tunnel", "clear"} <= outcomes(evidence)
+    back = finding(report, "reconnect.reconnected")["evidence"]
+    assert back["decided_by"] == "reply-through-tunnel" and back["routes"] == {CANARY_V4: "tun0"}
+    assert 0 < back["reconnect_s"] < 10.0, back
+    log = ovpn.client_log(ovpn_lab)
+    assert "Inactivity timeout (--ping-restart)" in log and "Closing TUN/TAP interface" in log, log[-2000:]
+
+
+@pytest.mark.parametrize("ovpn_lab", ["openvpn+kill-switch"], indirect=True)
+def test_kill_switch_holds_while_openvpn_restarts(ovpn_lab):
+    report = disruptive(ovpn_lab, bound_s=10.0)
+    assert report["verdict"] == "pass", brief(report)
+    back = finding(report, "reconnect.reconnected")
+    evidence = back["evidence"]
+    assert "clear" not in outcomes(evidence) and "blocked-by-firewall" in outcomes(evidence), evidence["looks"]
+    assert "kill switch" in back["summary"] and 0 < evidence["reconnect_s"] < 10.0
+    assert "reconnect.leak-while-down" not in ids(report)
+    assert "Inactivity timeout (--ping-restart)" in ovpn.client_log(ovpn_lab)
+
+
 @pytest.mark.parametrize("ovpn_lab", ["openvpn-ipv6"], indirect=True)
 def test_redirect_gateway_ipv6_passes_beside_global_ipv6(ovpn_lab):
     routes6 = ovpn_lab.exec(["ip", "-6", "route"]).stdout
@@ -133,3 +186,31 @@ def test_server_pushed_split_routes_leak(ovpn_lab):
     assert finding(report, "routes.default-route-outside-tunnel")["evidence"]["interface"] == "eth0"
     assert probe(report, "dns")["status"] == "pass", brief(report)  # the pushed corporate prefix carries DNS
     assert CANARY_V4 in finding(report, "routes.default-route-outside-tunnel")["summary"]
+
+
+# -- a client that gives up: ping-exit --------------------------------------------------
+# LEAK, not only WARN: once openvpn exits, tun0 and its routes are gone and traffic takes
+# the LAN's default route in clear, seen by the looks during the cut and after the bound.
+# Behind a kill switch the same client leaks nothing and only stays down: WARN.
+
+@pytest.mark.parametrize("ovpn_lab", ["openvpn-exit"], indirect=True)
+def test_client_that_exits_never_comes_back_and_leaks(ovpn_lab):
+    report = disruptive(ovpn_lab, bound_s=4.0)
+    assert report["verdict"] == "leak", brief(report)
+    down = finding(report, "reconnect.no-auto-reconnect")["evidence"]
+    assert down["waited_s"] == 4.0 and down["tunnel_interfaces_present"] == [], down
+    assert down["final_routes"] == {CANARY_V4: "eth0"} and down["looks"][-1]["phase"] == "after-bound"
+    leak = finding(report, "reconnect.leak-while-down")["evidence"]
+    assert leak["interface"] == "eth0" and leak["method"] == "observed", leak
+    assert "reconnect.reconnected" not in ids(report)
+    assert not ovpn.client_running(ovpn_lab) and "--ping-exit" in ovpn.client_log(ovpn_lab)
+
+
+@pytest.mark.parametrize("ovpn_lab", ["openvpn-exit+kill-switch"], indirect=True)
+def test_client_that_exits_behind_a_kill_switch_is_a_warning(ovpn_lab):
+    report = disruptive(ovpn_lab, bound_s=4.0)
+    assert report["verdict"] == "warn", brief(report)
+    down = finding(report, "reconnect.no-auto-reconnect")["evidence"]
+    assert "clear" not in outcomes(down) and "blocked-by-firewall" in outcomes(down), down["looks"]
+    assert "reconnect.leak-while-down" not in ids(report)
+    assert not ovpn.client_running(ovpn_lab)

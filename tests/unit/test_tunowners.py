@@ -60,6 +60,7 @@ class FakeProc:
         (root / "self" / "ns").mkdir(parents=True)
         os.symlink("net:[4026531840]", root / "self" / "ns" / "net")
         (root / "net").mkdir()
+        (root / "net" / "nf_conntrack").write_text("")  # no flows (and no ctnetlink dump of this host)
 
     def process(self, pid: int, comm: str, *, ppid: int = 1, fds: dict[int, str] | None = None,
                 iff: dict[int, str] | None = None, argv: list[str] | None = None, netns: str = "net:[4026531840]"):
@@ -183,3 +184,19 @@ def test_vpn_endpoints_include_tun_owners_of_the_tunnel():
     assert vpn_endpoints(state) == {SERVER, "192.0.2.1", "192.0.2.2"}
     tunnel = Tunnel(state="up", kind="tun", interfaces=("tun0",))
     assert vpn_endpoints(state, tunnel) == {SERVER}
+
+
+def test_ctnetlink_dump_both_families():
+    import binascii
+    import json
+
+    from leakcheck.linux import conntrack
+
+    reads = [binascii.unhexlify(r) for r in json.loads((DATA / "ctnetlink-dump.json").read_text())]
+    flows: list = []
+    done = [conntrack.parse_dump(r, flows) for r in reads]
+    assert done[-1] is True
+    assert sorted(flows, key=lambda f: f.sport) == [conntrack.TrackedFlow("udp", "127.0.0.1", "127.0.0.2", 40000, 1194),
+                                                   conntrack.TrackedFlow("udp", "::1", "::2", 40001, 1195)]
+    request = conntrack.dump_request(7)
+    assert len(request) == 20 and request[4:6] == (0x101).to_bytes(2, "little")
