@@ -18,7 +18,9 @@ named here:
      (method "socket");
    - unconnected UDP ones (OpenVPN and charon send with sendto, so the
      kernel keeps no peer): the conntrack flows from their local port,
-     where the kernel tracks connections (method "conntrack").
+     where the kernel tracks connections (method "conntrack");
+   - a vici control socket (strongSwan's charon): the remote hosts of its
+     IKE SAs, asked over it (leakcheck/linux/vici.py; method "vici").
 3. **The client's own configuration** (`remote HOST` on its command line
    or in its config file) adds evidence, never decides: a configured
    address counts only when the kernel agrees, i.e. a host route to it
@@ -277,6 +279,23 @@ def config_endpoints(remotes: Sequence[str], routes: Sequence[Route], tunnel_nam
     return out
 
 
+def vici_endpoints(pid: int, inodes: set[int], root: Path = PROC) -> list[Evidence]:
+    """strongSwan's charon (kernel-libipsec holds ipsec0; its IKE/ESP sockets are
+    unconnected): the remote hosts of its IKE SAs, asked on the vici socket it
+    listens on. Nothing when the process has no such socket or it does not answer."""
+    from leakcheck.linux import vici
+
+    path = vici.control_socket(pid, inodes, root)
+    if path is None:
+        return []
+    try:
+        events = vici.list_sas(path)
+    except vici.ViciError:
+        return []
+    return [Evidence(address, f"vici: IKE SA {name} ({state}) with remote-host {address}")
+            for name, state, address in vici.peers_of(events)]
+
+
 def _outside(sock: SocketInfo, tunnel_names: set[str], tunnel_addresses: set[str]) -> bool:
     """A socket that is not bound to, nor addressed from, a tunnel interface."""
     if sock.bound_device and sock.bound_device in tunnel_names:
@@ -387,6 +406,8 @@ def _endpoints_of(holder: Holding, by_inode: dict[int, SocketInfo], flows: list[
         remotes += configured_remotes(argv, _config_text(pid, argv, root))
         found = socket_endpoints(socks, tunnel_names, tunnel_addresses)
         found += conntrack_endpoints(socks, flows, tunnel_names, tunnel_addresses)
+        if not found:
+            found = vici_endpoints(pid, current.inodes, root)
         if found:
             return found
         pid = _parent(pid, root)
@@ -411,4 +432,4 @@ def _read_conntrack(path: Path) -> list[Flow]:
 
 
 __all__ = ["read", "scan", "parse_fdinfo_iff", "parse_conntrack", "configured_remotes", "config_path",
-           "socket_endpoints", "conntrack_endpoints", "config_endpoints"]
+           "socket_endpoints", "conntrack_endpoints", "vici_endpoints", "config_endpoints"]
