@@ -147,8 +147,8 @@ class Egress:
 
     @property
     def surely_open(self) -> bool:
-        """In clear, and the firewall surely lets some packet class out (or no firewall was read
-        that could stop it): a test packet the firewall refused does not clear it."""
+        """In clear, and the (readable) firewall surely lets some packet class out: a test
+        packet of another class that the firewall refused does not clear it."""
         return self.path is Path.CLEAR and self.firewall is not None and bool(self.firewall.open_classes)
 
     def evidence(self) -> dict[str, Any]:
