@@ -7,7 +7,10 @@ to each one would leave:
 
 - `dns.resolver-outside-tunnel`: a resolver that receives ordinary queries
   is reached outside the tunnel (the hotel/ISP resolver, a per-link server
-  with `~.` or DefaultRoute on a physical link).
+  with `~.` or DefaultRoute on a physical link), or a local stub resolver
+  (dnsmasq, unbound on 127.0.0.x) whose forwarders sent the unique test
+  lookup out of a physical interface in clear: the evidence names the
+  stub and the process listening on it, its upstream and the packet.
 - `dns.scoped-resolver-outside-tunnel` (warn): a per-link resolver outside
   the tunnel that only receives queries for its own routing domains.
 - `dns.local-resolver-unverified` (warn): queries go to a local resolver

@@ -2,8 +2,11 @@
 an IPv6-only tunnel)?
 
 The most common leak measured at scale: an IPv4-only VPN next to a working
-IPv6 path. For each family the tunnel does not carry, the kernel is asked
-where canary traffic of that family goes; a leak needs both a direct route
+IPv6 path. For each family the tunnel does not carry, the egress verdict
+(route, xfrm, firewall) is asked where traffic of that family goes: to the
+configured canaries, or to built-in public destinations when the config
+lists none (what is looked at never depends on the canary list; test
+packets go to configured canaries only). A leak needs both a direct path
 and a global source address on that interface. A link-local address or
 router solicitations alone are not a leak; IPv6 disabled or blackholed is
 a pass.

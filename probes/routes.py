@@ -1,9 +1,12 @@
 """Where does internet traffic go: into the tunnel, or out of a physical
 interface on a direct route?
 
-Asks the kernel (route lookup with policy rules, the way an application's
-packet is routed) for every configured canary destination, then for an
-address inside every non-tunnel route of every table:
+Asks the egress verdict (the kernel's route lookup with policy rules, the
+way an application's packet is routed, then xfrm policies and the
+firewall) for every configured canary destination (built-in public
+destinations when a family lists none), then for an address inside every
+non-tunnel route of every table. A route the firewall's kill switch holds
+shut is not a leak:
 
 - `routes.default-route-outside-tunnel`: internet traffic (the canaries)
   leaves a physical interface in clear: no tunnel, tunnel down, or the

@@ -4,13 +4,17 @@ The IPv4 and IPv6 spaces are cut at every boundary that can change a
 routing decision (every route prefix of every table, every rule and xfrm
 policy prefix, the managed exceptions, the edges of private space). Inside
 one piece every address is routed alike, so one kernel lookup per piece
-gives an exact map, not a sample. Pieces that leave outside the tunnel are
-reported as CIDRs and as a share of the public address space:
+gives an exact map, not a sample. Each lookup is the egress verdict (route,
+xfrm, firewall), the same every other probe asks: a piece routed out of a
+physical interface that the firewall drops (a kill switch) does not leave.
+Pieces that leave outside the tunnel are reported as CIDRs and as a share
+of the public address space:
 
 - `split.prefixes-outside-tunnel`: public prefixes routed outside the
   tunnel (info instead of a leak under `policy.allow_split = true`).
 - `split.egress-map` (info): what else leaves directly and why it is fine:
-  private / LAN prefixes, the VPN server's own route, managed exceptions.
+  private / LAN prefixes, the VPN server's own route, managed exceptions,
+  and prefixes routed outside the tunnel but held by the firewall.
 
 A family the tunnel does not carry while it carries the other is left to
 the `ipv6` probe (an IPv4-only tunnel beside IPv6 is its finding). Skipped when no tunnel is up.
