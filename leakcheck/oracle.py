@@ -27,6 +27,7 @@ decided, for findings to cite.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Sequence
@@ -76,7 +77,7 @@ class FirewallDecision:
     hook: str  # output | forward
     verdicts: tuple[tuple[PacketClass, fwl.Verdict], ...]
 
-    @property
+    @functools.cached_property
     def blocked(self) -> bool:
         """Every class is surely dropped."""
         return bool(self.verdicts) and all(v.result == "drop" for _, v in self.verdicts)
@@ -101,6 +102,10 @@ class FirewallDecision:
         out.update(result=result, hook=self.hook,
                    classes={c.describe(): v.evidence() for c, v in self.verdicts})
         return out
+
+    @functools.cached_property
+    def reason(self) -> str:
+        return self.describe()
 
     def describe(self) -> str:
         first = next((v for _, v in self.verdicts if v.result == "drop"), None)
@@ -205,8 +210,11 @@ class Oracle:
         # the firewall takes part only when it was read (without root it is not: no claims then)
         self.firewall: Firewall | None = fw if fw is not None and fw.sources else None
         self._setters = {f: (fwl.mark_setters(self.firewall, f) if self.firewall else []) for f in (4, 6)}
-        self._daddr_sensitive = {f: self._chains_use_daddr(f) for f in (4, 6)}
+        # firewall verdicts are cached per region: the set of rule prefixes holding the
+        # destination (every address of a region meets the same rules alike)
+        self._fw_nets = {f: self.firewall_prefixes(f) for f in (4, 6)}
         self._fw_cache: dict[tuple, FirewallDecision] = {}
+        self._mark_cache: dict[tuple, tuple[int, tuple[FirewallRule, ...]]] = {}
 
     def close(self) -> None:
         if self._lookup is not None:
@@ -243,16 +251,7 @@ class Oracle:
 
     def classify(self, query: Query, answer: Answer, explain: bool = True,
                  mark_rules: tuple[FirewallRule, ...] = ()) -> Egress:
-        egress = self._route_and_xfrm(query, answer, explain, mark_rules)
-        if egress.path is not Path.CLEAR or self.firewall is None:
-            return egress
-        decision = self._firewall_decision(query, egress)
-        if decision.blocked:
-            return replace(egress, path=Path.BLOCKED, firewall=decision, error=decision.describe())
-        return replace(egress, firewall=decision)
-
-    def _route_and_xfrm(self, query: Query, answer: Answer, explain: bool,
-                        mark_rules: tuple[FirewallRule, ...]) -> Egress:
+        """The three layers in the kernel's order: route, xfrm, firewall."""
         selectors = _selectors(query, self.state) if explain else {}
         if answer.error:
             return Egress(query.dst, Path.BLOCKED, error=f"no route ({answer.error_name})",
@@ -269,14 +268,21 @@ class Oracle:
             return Egress(query.dst, Path.LOCAL, interface=ifname, **base)
         if self.tunnel.is_tunnel_interface(ifname):
             return Egress(query.dst, Path.TUNNEL, interface=ifname, gateway=gateway, **base)
-        policy = self.xfrm_policy_for(query.dst, self._source(answer, ifname, query), query.ipproto)
+        src = self._source(answer, ifname, query)
+        policy = self.xfrm_policy_for(query.dst, src, query.ipproto)
         if policy is not None and policy.action == "block":
             return Egress(query.dst, Path.BLOCKED, interface=ifname, gateway=gateway,
                           xfrm_policy=policy, error="xfrm block policy", **base)
         if policy is not None and policy.protects:
             return Egress(query.dst, Path.PROTECTED, interface=ifname, gateway=gateway,
                           xfrm_policy=policy, **base)
-        return Egress(query.dst, Path.CLEAR, interface=ifname, gateway=gateway, xfrm_policy=policy, **base)
+        # in clear out of a physical interface: the firewall has the last word
+        decision = self._firewall_decision(query, ifname, src) if self.firewall is not None else None
+        if decision is not None and decision.blocked:
+            return Egress(query.dst, Path.BLOCKED, interface=ifname, gateway=gateway, xfrm_policy=policy,
+                          firewall=decision, error=decision.reason, **base)
+        return Egress(query.dst, Path.CLEAR, interface=ifname, gateway=gateway, xfrm_policy=policy,
+                      firewall=decision, **base)
 
     # -- the firewall layer ----------------------------------------------------------
 
@@ -299,44 +305,35 @@ class Oracle:
                         l4proto=packet.proto if packet else (_proto_name(query.ipproto) if query.ipproto else None),
                         dport=packet.port if packet else query.dport)
 
-    def _firewall_decision(self, query: Query, egress: Egress) -> FirewallDecision:
+    def _region(self, dst: IPAddress) -> tuple[int, ...]:
+        nets = self._fw_nets[dst.version]
+        return tuple(i for i, net in enumerate(nets) if dst in net) if nets else ()
+
+    def _firewall_decision(self, query: Query, oif: str | None, src: IPAddress | None) -> FirewallDecision:
         hook = "forward" if query.iif is not None else "output"
-        src = query.src if query.src is not None else self._source_of(egress, query)
         family = query.dst.version
-        key = (hook, family, str(query.dst) if self._daddr_sensitive[family] else None, str(src),
-               query.iif, egress.interface, query.uid, query.mark or 0, query.ipproto, query.dport)
+        key = (hook, family, self._region(query.dst), src, query.iif, oif, query.uid, query.mark or 0,
+               query.ipproto, query.dport)
         cached = self._fw_cache.get(key)
         if cached is not None:
             return cached
         assert self.firewall is not None
-        verdicts = tuple((packet, fwl.filter_verdict(self.firewall, hook,
-                                                     self.flow(query, egress.interface, src, packet)))
+        verdicts = tuple((packet, fwl.filter_verdict(self.firewall, hook, self.flow(query, oif, src, packet)))
                          for packet in self.packet_classes(query))
         decision = FirewallDecision(hook, verdicts)
         self._fw_cache[key] = decision
         return decision
-
-    def _source_of(self, egress: Egress, query: Query) -> IPAddress | None:
-        if egress.interface:
-            candidates = self.state.addresses_of(egress.interface, query.dst.version)
-            universe = [a for a in candidates if a.scope == 0] or candidates
-            if universe:
-                return universe[0].address
-        return None
-
-    def _chains_use_daddr(self, family: int) -> bool:
-        return bool(self.firewall) and any(r.daddrs for r in self.firewall.rules)  # type: ignore[union-attr]
 
     def firewall_prefixes(self, family: int) -> list[Any]:
         """Destination prefixes the firewall's rules name: where its verdict may change
         (boundaries of an exact egress map)."""
         if self.firewall is None:
             return []
-        out = []
+        out: list[Any] = []
         for rule in self.firewall.rules:
             for text in rule.daddrs:
                 net = ipaddress.ip_network(text)
-                if net.version == family:
+                if net.version == family and net not in out:
                     out.append(net)
         return out
 
@@ -346,11 +343,16 @@ class Oracle:
         family = query.dst.version
         if query.iif is not None or query.mark is not None or not self._setters[family] or self.firewall is None:
             return query, ()
-        sets = fwl.marks_for(self.firewall, self.flow(query, None, query.src))
-        mark = fwl.effective_mark(sets)
+        key = (family, self._region(query.dst), query.src, query.uid, query.ipproto, query.dport)
+        found = self._mark_cache.get(key)
+        if found is None:
+            sets = fwl.marks_for(self.firewall, self.flow(query, None, query.src))
+            found = (fwl.effective_mark(sets), tuple(s.rule for s in sets if s.certain))
+            self._mark_cache[key] = found
+        mark, rules = found
         if not mark:
             return query, ()
-        return replace(query, mark=mark), tuple(s.rule for s in sets if s.certain)
+        return replace(query, mark=mark), rules
 
     def firewall_mark(self, dst: IPAddress | str, uid: int | None = None) -> tuple[int, list[FirewallRule]]:
         """The mark the firewall surely gives a locally generated packet to `dst` from `uid`,
