@@ -202,3 +202,12 @@ def test_firewall_prefixes_are_map_boundaries():
     o, _ = oracle({})
     assert net("100.64.0.0/24") in o.firewall_prefixes(4)
     assert net("fe80::/10") in o.firewall_prefixes(6)
+
+
+def test_probes_ask_the_context_not_the_platform():
+    # reconnect belongs to another change (its cut moves behind an injected service)
+    probes_dir = FsPath(__file__).resolve().parents[2] / "probes"
+    for name in ("routes", "split", "ipv6", "dns", "perapp", "tethering"):
+        text = (probes_dir / f"{name}.py").read_text()
+        assert "leakcheck.linux" not in text, name
+        assert "import pwd" not in text, name
