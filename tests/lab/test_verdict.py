@@ -130,6 +130,10 @@ def test_tunnelvision_behind_a_kill_switch_passes_in_every_probe(lab):
     assert probe(report, "split")["status"] == "pass", brief(report)
     assert report["verdict"] == "pass", brief(report)
     assert "split.prefixes-outside-tunnel" not in ids(report)
+    # the exact map still accounts for the route, and says the firewall decided
+    held = finding(report, "split.egress-map")["evidence"]
+    assert held["held_by_firewall"] == [f"{TUNNELVISION} (eth0)"] and held["held_decided_by"] == "firewall"
+    assert "policy of lc_verdict_ks output" in held["held_by"], held
 
 
 @pytest.mark.parametrize("lab", ["wg-quick+tunnelvision"], indirect=True)
