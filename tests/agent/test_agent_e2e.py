@@ -179,7 +179,9 @@ def test_agent_and_collector_in_the_lab(lab, tmp_path):
 
         # The runs' own packet captures (promiscuous mode on eth0 and wg0) are
         # link notifications too: they must not set off run after run.
-        assert [r["trigger"] for r in stored_reports(db)] == ["schedule", "network-change"]
+        # (Scheduled runs may have come and gone meanwhile on a loaded machine.)
+        triggers = [r["trigger"] for r in stored_reports(db)]
+        assert triggers.count("network-change") == 1 and set(triggers) == {"schedule", "network-change"}, triggers
 
         # 4. A tunnel outage is recorded with timestamps (for the reconnect probe).
         history_file = tmp_path / "state" / "tunnel-history.json"
