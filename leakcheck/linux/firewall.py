@@ -17,7 +17,6 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import json
-import pwd
 import shlex
 import shutil
 import subprocess
@@ -335,6 +334,8 @@ def _owner_id(value: Any, name: str) -> int | None:
     if text.isdigit():
         return int(text)
     try:
+        # imported here: the evaluator below also serves platforms without a password database
+        import pwd
         if name == "uids":
             return pwd.getpwnam(text).pw_uid
         import grp
