@@ -14,7 +14,8 @@ T = TypeVar("T")
 def read_state() -> NetState:
     """Read the whole network state once. Parts that cannot be read are noted,
     not fatal: a probe that needs them says so."""
-    from leakcheck.linux import downstream, firewall, netlink, resolvers, sockets, sysctl, tunowners, wireguard, xfrm
+    from leakcheck.linux import (accounts, downstream, firewall, netlink, resolvers, sockets, sysctl, tunowners,
+                                 wireguard, xfrm)
 
     notes: list[str] = []
     links, addresses, routes, rules = netlink.dump_all()
@@ -31,11 +32,12 @@ def read_state() -> NetState:
         tun_holders=[p.pid for p in activity.processes if p.tunnel_client] if activity else None), notes) or ()
     details = _guarded("link details", lambda: downstream.read(links), notes) or ()
     sysctls = {**sysctl.read(names), **downstream.forwarding_sysctls(names)}
+    users = _guarded("accounts", accounts.read, notes) or {}
     return NetState(links=links, addresses=addresses, routes=routes, rules=rules,
                     xfrm_policies=policies, xfrm_states=states, resolvers=resolver_list,
                     sysctls=sysctls, wireguard=wg, stub_resolver=stub, notes=tuple(notes),
                     firewall=fw, activity=activity, link_details=details,
-                    tunnel_owners=owners)
+                    tunnel_owners=owners, accounts=users)
 
 
 def _guarded(what: str, read: Callable[[], T], notes: list[str]) -> T | None:
