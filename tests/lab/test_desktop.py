@@ -22,6 +22,7 @@ boot takes seconds.
 from __future__ import annotations
 
 import secrets
+import sys
 from typing import Iterator
 
 import pytest
@@ -32,7 +33,6 @@ from tests.lab.topology import to_toml
 
 EXIT = {"pass": 0, "warn": 0, "leak": 1, "error": 3}
 CONFIG = to_toml(LAB_CONFIG)
-TIMINGS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,8 @@ def desktop() -> Iterator[DesktopLab]:
     except DesktopError as exc:
         lab.close()
         pytest.fail(f"the desktop lab cannot be built on this machine: {exc}", pytrace=False)
-    TIMINGS.update(lab.timings)
+    print(f"leakcheck desktop lab: {', '.join(f'{k} {v:.1f}' for k, v in lab.timings.items())}",
+          file=sys.__stderr__, flush=True)
     try:
         yield lab
     finally:
@@ -64,7 +65,7 @@ def reset(lab: DesktopLab) -> None:
     lab.nmcli("connection", "reload")
     lab.nmcli("connection", "up", "wifi")
     if "openvpn-server" not in lab.processes:
-        lab._start_vpn_server()
+        lab.start_vpn_server()
 
 
 def vpn_down(lab: DesktopLab) -> None:
@@ -85,7 +86,6 @@ def cli(lab: DesktopLab, *args: str) -> dict:
     result = lab.run_cli(*args, config=CONFIG)
     assert result.report is not None, f"no JSON report:\n{result}"
     assert result.returncode == EXIT[result.report["verdict"]], str(result)
-    TIMINGS[f"leakcheck_run_s_{len(TIMINGS)}"] = result.seconds
     return result.report
 
 
