@@ -538,9 +538,11 @@ method=disabled
 """
 
 
-def vpn_profile(*, dns_search: str = "", full: bool = True) -> str:
-    """NetworkManager's OpenVPN profile (static key; ping-exit so a lost server ends
-    the connection within seconds) with the corporate resolver on the tunnel.
+def vpn_profile(*, dns_search: str = "", full: bool = True, on_silence: str = "ping-exit") -> str:
+    """NetworkManager's OpenVPN profile (static key, a ping every second) with the
+    corporate resolver on the tunnel. `on_silence` after 3 s without the server:
+    "ping-exit" ends the connection (NM drops the VPN), "ping-restart" restarts
+    openvpn, which NM's plugin always runs with --persist-tun.
     `full`: the VPN takes the default route. Otherwise it routes 0/1 + 128/1
     with never-default, as many admins configure it: every packet still goes
     into the tunnel, but NetworkManager leaves the Wi-Fi as DNS default route.
@@ -566,7 +568,7 @@ cipher=AES-256-CBC
 dev=tun0
 dev-type=tun
 ping=1
-ping-exit=3
+{on_silence}=3
 
 [vpn-secrets]
 

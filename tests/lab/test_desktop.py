@@ -13,7 +13,10 @@ asserts leakcheck's verdict:
   (dns.resolver-outside-tunnel naming wlan0 and its server);
 - NetworkManager's own reconnect without a kill switch: the server goes
   away, NM drops the VPN and the Wi-Fi default route carries traffic:
-  leak.
+  leak;
+- NM's OpenVPN restarting on silence (ping-restart, always --persist-tun):
+  tun0 and its routes stay, nothing leaks while the server is away, and
+  traffic flows again by itself when it is back (seconds, printed).
 
 The container root is built once and cached (tests/lab/desktop.py); a cached
 boot takes seconds.
@@ -23,12 +26,14 @@ from __future__ import annotations
 
 import secrets
 import sys
+import time
 from typing import Iterator
 
 import pytest
 
 from tests.lab import CANARY_V4, LAB_CONFIG, LAN_ROUTER, VPN_SERVER
-from tests.lab.desktop import OPENVPN_PORT, WIFI, DesktopError, DesktopLab, poll, vpn_profile, wifi_profile
+from tests.lab.desktop import (CORP_RESOLVER, OPENVPN_PORT, WIFI, DesktopError, DesktopLab, poll, vpn_profile,
+                               wifi_profile)
 from tests.lab.topology import to_toml
 
 EXIT = {"pass": 0, "warn": 0, "leak": 1, "error": 3}
@@ -203,3 +208,28 @@ def test_nm_drop_without_kill_switch_leaks(laptop: DesktopLab) -> None:
     (finding,) = [f for f in routes["findings"] if f["id"] == "routes.default-route-outside-tunnel"]
     assert finding["evidence"]["tunnel_state"] in ("absent", "down"), finding
     assert report["verdict"] == "leak"
+
+
+def test_nm_ping_restart_keeps_the_tunnel_and_recovers(laptop: DesktopLab) -> None:
+    """NM's own reconnect: its OpenVPN plugin restarts on silence with --persist-tun,
+    so tun0 and its routes stay and traffic waits in the dead tunnel (pass while the
+    server is away); when the server is back, traffic flows again by itself."""
+    vpn_up(laptop, dns_search="~.", on_silence="ping-restart")
+    since = f"@{int(time.time())}"
+    laptop.stop_vpn_server()
+    poll(lambda: "Inactivity timeout (--ping-restart)" in laptop.inside(
+        ["journalctl", "-q", "--no-pager", "-t", "nm-openvpn", "--since", since]).stdout, 15,
+         "NM's openvpn to restart")
+    assert laptop.link_exists("tun0") and " dev tun0 " in laptop.inside(["ip", "-o", "route", "get", CANARY_V4]).stdout
+    assert not canary_escapes(laptop)
+
+    report = cli(laptop)
+    assert only_server_route_leaks(report), leaks(report)
+    assert probe(report, "dns")["status"] == "pass", probe(report, "dns")
+
+    laptop.start_vpn_server()
+    started = time.monotonic()
+    poll(lambda: laptop.inside(["ping", "-c1", "-W1", CORP_RESOLVER], check=False).returncode == 0, 20,
+         "traffic through the tunnel again")
+    print(f"leakcheck desktop lab: NM's OpenVPN back {time.monotonic() - started:.1f}s after the server",
+          file=sys.__stderr__, flush=True)
