@@ -1,4 +1,4 @@
-"""The desktop stack a laptop really has, booted in a container.
+r"""The desktop stack a laptop really has, booted in a container.
 
 ```
   [lcd<pid>-lap: systemd-nspawn --boot]         [lcd<pid>-isp]                     [lcd<pid>-vpn]
