@@ -34,10 +34,12 @@ import pytest
 from tests.lab import CANARY_V4, LAB_CONFIG, LAN_ROUTER, VPN_SERVER
 from tests.lab.desktop import (CORP_RESOLVER, OPENVPN_PORT, WIFI, DesktopError, DesktopLab, poll, vpn_profile,
                                wifi_profile)
-from tests.lab.topology import to_toml
+from tests.lab.topology import merge_config, to_toml
 
 EXIT = {"pass": 0, "warn": 0, "leak": 1, "error": 3}
-CONFIG = to_toml(LAB_CONFIG)
+# A zone resolved forwards: it answers names under .invalid (the built-in default)
+# itself, so the dns probe's unique-name lookup would never leave the machine.
+CONFIG = to_toml(merge_config(LAB_CONFIG, {"canaries": {"dns_zone": "lab.example"}}))
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +177,9 @@ def test_wifi_keeping_default_route_dns_next_to_tunnel_leaks(laptop: DesktopLab)
     found = [f for f in dns["findings"] if f["id"] == "dns.resolver-outside-tunnel"
              and f["evidence"].get("link") == WIFI and f["evidence"].get("resolver") == LAN_ROUTER]
     assert found, dns["findings"]
+    # leakcheck's own unique-name lookup was seen leaving the Wi-Fi in clear.
+    assert found[0]["evidence"]["method"] == "observed", found[0]["evidence"]
+    assert found[0]["evidence"]["observed"]["seen_in_clear_on"] == [WIFI], found[0]["evidence"]
     assert report["verdict"] == "leak"
 
 
