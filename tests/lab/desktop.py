@@ -73,6 +73,13 @@ TUNNEL_REMOTE = "100.100.0.1"  # also the corporate resolver, reached only throu
 CORP_RESOLVER = TUNNEL_REMOTE
 ISP_UPLINK = "203.0.113.2"
 WIFI = "wlan0"
+VPN_NAT = """table ip lab {
+  chain post {
+    type nat hook postrouting priority 100;
+    oifname "wan0" masquerade
+  }
+}
+"""
 WAIT = 30.0  # seconds a booted-container state (NM activating, resolved) may take
 
 
@@ -211,7 +218,8 @@ class CliRun:
     report: dict | None
 
     def __str__(self) -> str:
-        return f"exit {self.returncode} in {self.seconds:.1f}s\nstdout:\n{self.stdout[-6000:]}\nstderr:\n{self.stderr[-4000:]}"
+        return (f"exit {self.returncode} in {self.seconds:.1f}s\nstdout:\n{self.stdout[-6000:]}\n"
+                f"stderr:\n{self.stderr[-4000:]}")
 
 
 # ---------------------------------------------------------------- the lab
@@ -310,11 +318,9 @@ class DesktopLab:
         resolv.symlink_to("../run/systemd/resolve/stub-resolv.conf")
         (etc / "hostname").write_text("laptop\n")
         self.add_connection("wifi", wifi_profile())
-        key = run([str(self.root / "usr/sbin/openvpn"), "--genkey", "secret", "/dev/stdout"],
-                  check=False)  # needs the root's libraries: run it chrooted instead when this fails
-        if key.returncode != 0 or "BEGIN OpenVPN Static key" not in key.stdout:
-            key = run(["chroot", str(self.root), "openvpn", "--genkey", "secret", "/dev/stdout"])
-        (etc / "openvpn/lab.key").write_text(key.stdout)
+        # A fresh static key per lab, made by the root's own openvpn (the host has none).
+        (etc / "openvpn/lab.key").unlink(missing_ok=True)
+        run(["chroot", str(self.root), "openvpn", "--genkey", "secret", "/etc/openvpn/lab.key"])
         os.chmod(etc / "openvpn/lab.key", 0o600)
         # Nothing the lab does not need: a login prompt on the console, timers.
         for unit in ("console-getty.service", "getty@.service", "apt-daily.timer", "apt-daily-upgrade.timer",
@@ -345,8 +351,7 @@ class DesktopLab:
         for role in ("isp", "vpn"):
             self.exec(role, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         # The vpn's egress: tunnel traffic leaves NATed, so the canary answers through it.
-        self.exec("vpn", ["nft", "-f", "-"], input="table ip lab {\n chain post {\n  type nat hook postrouting priority 100;\n"
-                                                  '  oifname "wan0" masquerade\n }\n}\n')
+        self.exec("vpn", ["nft", "-f", "-"], input=VPN_NAT)
         # No IPv6 in this lab: the laptop's Wi-Fi has none either.
         self.exec("lap", ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
 
@@ -358,9 +363,10 @@ class DesktopLab:
         return run(["ip", "netns", "exec", self.ns(role), *argv], check=check, timeout=timeout, input=input)
 
     def _spawn(self, key: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
-        log = open(self.workdir / f"{key}.log", "ab")
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=kwargs.pop("stdout", log), stderr=log,
-                                start_new_session=True, preexec_fn=linux.set_parent_death_signal, **kwargs)
+        with open(self.workdir / f"{key}.log", "ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=kwargs.pop("stdout", log),
+                                    stderr=log, start_new_session=True, preexec_fn=linux.set_parent_death_signal,
+                                    **kwargs)
         self.processes[key] = proc
         return proc
 
@@ -410,11 +416,10 @@ class DesktopLab:
         # of this namespace's own /sys says so.
         # nsenter, not `ip netns exec`: that remounts /sys without the cgroup
         # tree nspawn needs.
-        argv = ["nsenter", f"--net=/run/netns/{self.ns('lap')}", "unshare", "--mount", "--propagation", "private", "sh", "-c",
-                'mount -o remount,bind,ro /sys && exec "$@"', "nspawn",
-                "systemd-nspawn", "--quiet", f"--directory={self.root}",
-                f"--machine={self.tag}", "--register=no", "--keep-unit", "--private-network",
-                f"--network-interface={WIFI}",
+        argv = ["nsenter", f"--net=/run/netns/{self.ns('lap')}", "unshare", "--mount", "--propagation", "private",
+                "sh", "-c", 'mount -o remount,bind,ro /sys && exec "$@"', "nspawn",
+                "systemd-nspawn", "--quiet", f"--directory={self.root}", f"--machine={self.tag}",
+                "--register=no", "--keep-unit", "--private-network", f"--network-interface={WIFI}",
                 # Unregistered, nspawn sets no device policy: the bound tun node is usable.
                 "--bind=/dev/net/tun", f"--bind-ro={REPO}",
                 *[f"--bind-ro={path}" for path in venv_python_home()],
@@ -426,13 +431,14 @@ class DesktopLab:
         poll(lambda: self.nm_state(WIFI) == "connected", WAIT, f"NetworkManager to connect {WIFI}")
 
     def _container_init(self, nspawn: subprocess.Popen) -> int | None:
-        """PID 1 of the container: the child of systemd-nspawn (`ip netns exec` execs it)."""
+        """PID 1 of the container: the child of systemd-nspawn (nsenter, unshare and sh
+        exec one another, so the process started is nspawn itself)."""
         if nspawn.poll() is not None:
             raise DesktopError(f"systemd-nspawn exited: {self.log_tail('nspawn')}")
         for pid in _children(nspawn.pid):
-            for child in [pid, *_children(pid)]:  # unshare forks (--fork not given: it execs)
-                if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
-                    return child
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                    return pid
         return None
 
     # -- inside the container --------------------------------------------------

@@ -15,7 +15,9 @@ DATA = Path(__file__).parent / "data" / "resolvectl-nm"
 
 
 def recorded(state: str) -> tuple[str, str, str]:
-    return tuple((DATA / f"{state}.{verb}.txt").read_text() for verb in ("dns", "domain", "default-route"))  # type: ignore[return-value]
+    dns, domain, default_route = ((DATA / f"{state}.{verb}.txt").read_text()
+                                  for verb in ("dns", "domain", "default-route"))
+    return dns, domain, default_route
 
 
 def read(state: str) -> tuple[dict[str, Resolver], list[str]]:
