@@ -6,9 +6,9 @@ match it best (the longest match wins; equal matches are asked in
 parallel). `~.` matches every name, with the shortest length. Only names
 that no domain matches go to the links with DefaultRoute=yes. So once any
 link has `~.`, a DefaultRoute link without it receives no ordinary
-queries, and a link with neither domains nor DefaultRoute receives none:
-that is what NetworkManager does to the Wi-Fi link when a full-tunnel VPN
-comes up (tests/lab/test_desktop.py checks it against the real daemons).
+queries, and a link with neither domains nor DefaultRoute receives none
+(tests/lab/test_desktop.py checks both against the real daemons, with
+NetworkManager's VPN on the tunnel link).
 The resolvers returned here say what resolved really does: `default_route`
 is true only where the link does receive unmatched names.
 """
