@@ -31,7 +31,7 @@ from typing import Iterator
 import pytest
 
 from tests.lab import CANARY_V4, LAB_CONFIG, LAN_ROUTER, VPN_SERVER
-from tests.lab.desktop import (CORP_RESOLVER, OPENVPN_PORT, WIFI, DesktopError, DesktopLab, poll, vpn_profile,
+from tests.lab.desktop import (CORP_RESOLVER, OPENVPN_PORT, WIFI, DesktopLab, poll, vpn_profile,
                                wifi_profile)
 from tests.lab.topology import merge_config, to_toml
 
@@ -52,9 +52,9 @@ def desktop(request: pytest.FixtureRequest) -> Iterator[DesktopLab]:
     lab = DesktopLab()
     try:
         lab.build()
-    except DesktopError as exc:
+    except Exception as exc:  # whatever broke, nothing may stay behind, and the test fails saying why
         lab.close()
-        pytest.fail(f"the desktop lab cannot be built on this machine: {exc}", pytrace=False)
+        pytest.fail(f"the desktop lab cannot be built on this machine: {exc!r}", pytrace=False)
     say(request.config, ", ".join(f"{key} {value:.1f}" for key, value in lab.timings.items()))
     try:
         yield lab
