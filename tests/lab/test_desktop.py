@@ -13,7 +13,7 @@ asserts leakcheck's verdict:
   (dns.resolver-outside-tunnel naming wlan0 and its server);
 - NetworkManager's own reconnect without a kill switch: the server goes
   away, NM drops the VPN and the Wi-Fi default route carries traffic:
-  leak;
+  leak; the same drop behind an nftables kill switch: pass;
 - NM's OpenVPN restarting on silence (ping-restart, always --persist-tun):
   tun0 and its routes stay, nothing leaks while the server is away, and
   traffic flows again by itself when it is back (seconds, printed).
@@ -241,3 +241,29 @@ def test_nm_ping_restart_keeps_the_tunnel_and_recovers(laptop: DesktopLab, reque
     poll(lambda: laptop.inside(["ping", "-c1", "-W1", CORP_RESOLVER], check=False).returncode == 0, 20,
          "traffic through the tunnel again")
     say(request.config, f"NM's OpenVPN back {time.monotonic() - started:.1f}s after the server")
+
+
+KILL_SWITCH = f"""
+table inet killswitch {{
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    oifname "lo" accept
+    oifname "tun0" accept
+    oifname "{WIFI}" ip daddr {VPN_SERVER} udp dport {OPENVPN_PORT} accept
+    oifname "{WIFI}" drop
+  }}
+}}
+"""
+
+
+def test_nm_drop_behind_kill_switch_passes(laptop: DesktopLab) -> None:
+    laptop.inside(["sh", "-c", f"printf '%s' '{KILL_SWITCH}' | nft -f -"])
+    vpn_up(laptop, dns_search="~.")
+    drop_vpn_server(laptop)
+    assert not canary_escapes(laptop), "ground truth: the kill switch should hold"
+
+    report = cli(laptop)
+    routes = probe(report, "routes")
+    assert routes["status"] == "pass", routes
+    assert report["verdict"] in ("pass", "warn"), [(p["probe"], p["status"], [f["id"] for f in p["findings"]])
+                                                   for p in report["probes"]]
