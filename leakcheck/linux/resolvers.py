@@ -1,5 +1,17 @@
 """Which resolvers the system would use: /etc/resolv.conf, and the per-link
-servers of systemd-resolved when resolv.conf points at its stub."""
+servers of systemd-resolved when resolv.conf points at its stub.
+
+systemd-resolved sends a name to the links whose routing or search domains
+match it best (the longest match wins; equal matches are asked in
+parallel). `~.` matches every name, with the shortest length. Only names
+that no domain matches go to the links with DefaultRoute=yes. So once any
+link has `~.`, a DefaultRoute link without it receives no ordinary
+queries, and a link with neither domains nor DefaultRoute receives none
+(tests/lab/test_desktop.py checks both against the real daemons, with
+NetworkManager's VPN on the tunnel link).
+The resolvers returned here say what resolved really does: `default_route`
+is true only where the link does receive unmatched names.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +19,7 @@ import ipaddress
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +29,7 @@ RESOLV_CONF = Path("/etc/resolv.conf")
 RESOLVED_STUBS = {"127.0.0.53", "127.0.0.54"}
 LINK_LINE = re.compile(r"^Link\s+(\d+)\s+\(([^)]+)\):\s*(.*)$")
 GLOBAL_LINE = re.compile(r"^Global:\s*(.*)$")
+ROOT_ROUTING_DOMAIN = "~."
 
 
 def read(notes: list[str], links: Sequence[Link] = (),
@@ -63,7 +77,7 @@ def read_resolved(notes: list[str]) -> tuple[Resolver, ...] | None:
             notes.append(f"dns: resolvectl {verb}: {done.stderr.strip()}")
             return None
         outputs.append(done.stdout)
-    return parse_resolvectl(*outputs)
+    return effective_routing(parse_resolvectl(*outputs), notes)
 
 
 def _per_link(text: str) -> tuple[dict[str, list[str]], list[str]]:
@@ -108,3 +122,24 @@ def _addresses(values: list[str]) -> list[ipaddress.IPv4Address | ipaddress.IPv6
         except ValueError:
             continue
     return out
+
+
+def effective_routing(found: tuple[Resolver, ...], notes: list[str]) -> tuple[Resolver, ...]:
+    """What resolved really routes (module docstring): a DefaultRoute link is outranked
+    by `~.` elsewhere, and a link that receives no query at all is not a resolver in use."""
+    catch_all = sorted({r.link or "global" for r in found if ROOT_ROUTING_DOMAIN in r.domains})
+    out = []
+    for resolver in found:
+        if resolver.link is None or ROOT_ROUTING_DOMAIN in resolver.domains:
+            out.append(resolver)
+            continue
+        if resolver.default_route and catch_all:
+            notes.append(f"dns: systemd-resolved link {resolver.link} has DefaultRoute, but '~.' on "
+                         f"{', '.join(catch_all)} takes every name that no other domain matches")
+            resolver = replace(resolver, default_route=False)
+        if resolver.default_route is False and not resolver.domains:
+            notes.append(f"dns: systemd-resolved link {resolver.link} has the server {resolver.address} but "
+                         "neither routing domains nor DefaultRoute: it receives no queries")
+            continue
+        out.append(resolver)
+    return tuple(out)
