@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.bench.bench_split import build  # noqa: E402
+from tests.bench.common import cache_note, python_env  # noqa: E402
 
 READ = "from leakcheck.linux import read_state; read_state()"
 FLOOR = "import leakcheck.linux"
@@ -47,18 +48,23 @@ def timed(read: Callable[[], object], repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def fresh_process(code: str, repeats: int) -> float:
-    """Median wall time of `python -c code` in this namespace."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+def fresh_processes(repeats: int, cold: bool) -> tuple[float, float, float]:
+    """(floor, read, median of the pairs' ratios): wall times of `python -c`
+    without and with the read, in this namespace, each read right after its floor."""
+    env = python_env(cold)
+    for code in (FLOOR, READ):  # not counted: warms the page cache (and the bytecode cache when warm)
         subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    floors, reads = [], []
+    for _ in range(repeats):
+        for code, times in ((FLOOR, floors), (READ, reads)):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
+            times.append(time.perf_counter() - started)
+    ratios = [r / f for r, f in zip(reads, floors)]
+    return statistics.median(floors), statistics.median(reads), statistics.median(ratios)
 
 
-def measure(repeats: int, with_pyroute2: bool) -> None:
+def measure(repeats: int, with_pyroute2: bool, cold: bool) -> None:
     from leakcheck.linux import netlink, read_state
 
     dump, (links, addresses, routes, rules) = timed(netlink.dump_all, repeats)
@@ -71,11 +77,11 @@ def measure(repeats: int, with_pyroute2: bool) -> None:
         old, reference = timed(pyroute2_view, max(1, repeats // 2))
         print(f"same dumps through pyroute2:       median {old * 1000:7.1f} ms  "
               f"(x{old / dump:.0f}; equal: {reference == (links, addresses, routes, rules)})")
-    floor = fresh_process(FLOOR, repeats)
-    fresh = fresh_process(READ, repeats)
+    floor, fresh, ratio = fresh_processes(repeats, cold)
+    print(cache_note(cold))
     print(f"python -c 'import leakcheck.linux' (floor): median {floor * 1000:6.0f} ms")
     print(f"python -c '...read_state()':               median {fresh * 1000:6.0f} ms"
-          f"  ratio {fresh / floor:.2f}, read {max(0.0, fresh - floor) * 1000:.0f} ms above the floor")
+          f"  ratio {ratio:.2f}, read {max(0.0, fresh - floor) * 1000:.0f} ms above the floor")
 
 
 def main() -> None:
@@ -83,18 +89,19 @@ def main() -> None:
     parser.add_argument("--routes", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--pyroute2", action="store_true", help="also time the pyroute2 reader")
+    parser.add_argument("--cold", action="store_true", help="no bytecode cache for leakcheck's modules")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:
-        measure(args.repeats, args.pyroute2)
+        measure(args.repeats, args.pyroute2, args.cold)
         return
     ns = f"lcstate{os.getpid()}"
     try:
         build(ns, args.routes)
-        cache = "off" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "on (warm after the first run)"
-        print(f"{args.routes} routes in namespace {ns}; bytecode cache {cache}")
+        print(f"{args.routes} routes in namespace {ns}")
         subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inside", "--repeats",
-                        str(args.repeats), *(["--pyroute2"] if args.pyroute2 else [])], check=True)
+                        str(args.repeats), *(["--pyroute2"] if args.pyroute2 else []),
+                        *(["--cold"] if args.cold else [])], check=True)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
