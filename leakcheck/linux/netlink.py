@@ -43,6 +43,10 @@ FRA_UID_RANGE, FRA_IP_PROTO, FRA_DPORT_RANGE = 20, 22, 24
 # IF_OPER_* numbers as names (RFC 2863 order), as `ip link` and pyroute2 print them
 OPER_STATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 FAMILIES = (socket.AF_INET, socket.AF_INET6)
+RTA_TABLE, RTA_DST, RTA_OIF, RTA_GATEWAY = rtnl.RTA_TABLE, rtnl.RTA_DST, rtnl.RTA_OIF, rtnl.RTA_GATEWAY
+RTA_PRIORITY, RTA_PREFSRC, RTA_MULTIPATH = rtnl.RTA_PRIORITY, rtnl.RTA_PREFSRC, rtnl.RTA_MULTIPATH
+IPv4Network, IPv6Network = ipaddress.IPv4Network, ipaddress.IPv6Network
+V4_ANY, V6_ANY = bytes(4), bytes(16)
 
 Names = dict[int, str]
 
@@ -127,7 +131,7 @@ class RouteParser:
     def __call__(self, data: bytes, offset: int, end: int) -> Route | None:
         family, dst_len, _src_len, _tos, table, proto, scope, rtype, _flags = RTMSG.unpack_from(data, offset)
         dst = oif = gateway = metric = prefsrc = multipath = None
-        unpack = rtnl.RTATTR.unpack_from
+        unpack, u32 = rtnl.RTATTR.unpack_from, U32.unpack_from
         pos = offset + RTMSG.size
         while pos + 4 <= end:  # inlined attribute walk: this loop runs once per attribute of 10,000s of routes
             length, kind = unpack(data, pos)
@@ -135,29 +139,34 @@ class RouteParser:
                 break
             kind &= 0x3FFF
             # most frequent first: every route has a table, nearly every one a prefix and a device
-            if kind == rtnl.RTA_TABLE:
-                table = U32.unpack_from(data, pos + 4)[0] or table
-            elif kind == rtnl.RTA_DST:
+            if kind == RTA_TABLE:
+                table = u32(data, pos + 4)[0] or table
+            elif kind == RTA_DST:
                 dst = data[pos + 4: pos + length]
-            elif kind == rtnl.RTA_OIF:
-                oif = U32.unpack_from(data, pos + 4)[0]
-            elif kind == rtnl.RTA_GATEWAY:
+            elif kind == RTA_OIF:
+                oif = u32(data, pos + 4)[0]
+            elif kind == RTA_GATEWAY:
                 gateway = data[pos + 4: pos + length]
-            elif kind == rtnl.RTA_PRIORITY:
-                metric = U32.unpack_from(data, pos + 4)[0]
-            elif kind == rtnl.RTA_PREFSRC:
+            elif kind == RTA_PRIORITY:
+                metric = u32(data, pos + 4)[0]
+            elif kind == RTA_PREFSRC:
                 prefsrc = data[pos + 4: pos + length]
-            elif kind == rtnl.RTA_MULTIPATH:
+            elif kind == RTA_MULTIPATH:
                 multipath = data[pos + 4: pos + length]
             pos += (length + 3) & ~3
         try:
-            network = _network(family, dst, dst_len)
+            if family == socket.AF_INET:
+                network = IPv4Network((dst or V4_ANY, dst_len), strict=False)
+            elif family == socket.AF_INET6:
+                network = IPv6Network((dst or V6_ANY, dst_len), strict=False)
+            else:
+                return None
         except ValueError:
             return None
         hops = self._multipath(multipath) if multipath else self._nexthop(oif, gateway)
-        return Route(dst=network, table=table, type=self._name(self._types, rtype),
-                     protocol=self._name(self._protocols, proto), scope=scope, nexthops=hops,
-                     metric=metric or 0, prefsrc=rtnl._ip(prefsrc) if prefsrc else None)
+        return Route(dst=network, table=table, type=self._types.get(rtype) or self._name(self._types, rtype),
+                     protocol=self._protocols.get(proto) or self._name(self._protocols, proto), scope=scope,
+                     nexthops=hops, metric=metric or 0, prefsrc=rtnl._ip(prefsrc) if prefsrc else None)
 
     @staticmethod
     def _name(names: dict[int, str], number: int) -> str:
