@@ -38,10 +38,11 @@ def cache_note(cold: bool) -> str:
     return "bytecode cache: warm (PYTHONPYCACHEPREFIX, warmed by a first run that is not counted)"
 
 
-def timed_process(argv: Sequence[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MB, exit status) of one child process (RSS from wait4)."""
+def timed_process(argv: Sequence[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS MB, exit status) of one child process (RSS from wait4).
+    `python -m` puts `cwd` first on sys.path: it decides which tree runs."""
     started = time.perf_counter()
-    proc = subprocess.Popen(list(argv), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
