@@ -10,7 +10,8 @@ A probe is a small class in its own module under `probes/`:
 
         def run(self, ctx: ProbeContext) -> list[Finding]: ...
 
-It reads the shared `ctx.state` / `ctx.oracle` (never the OS directly),
+It reads the shared `ctx.state` / `ctx.oracle` (never the OS directly; what
+is live - counters, nudges, cuts, sleeps - goes through `ctx.control`),
 returns findings, or raises `ProbeSkipped(reason)` when it cannot run here.
 """
 
@@ -34,11 +35,17 @@ from leakcheck.tunnel import Tunnel
 if TYPE_CHECKING:
     from leakcheck.active import Observation
     from leakcheck.active import Probe as ActivePacket
+    from leakcheck.disrupt import Control
 
 log = logging.getLogger(__name__)
 PROBE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 __all__ = ["Probe", "ProbeContext", "ProbeSkipped", "Finding", "Severity", "Effect", "validate_probe"]
+
+
+def _live_control() -> "Control":
+    from leakcheck.disrupt import LiveControl  # cheap: nothing live is touched until asked
+    return LiveControl()
 
 
 @dataclass
@@ -54,6 +61,9 @@ class ProbeContext:
     trigger: str = "manual"
     active: bool = True  # send test packets and capture them (needs root)
     active_runs: list[float] = field(default_factory=list)  # seconds spent per capture window
+    # The live machine beyond the snapshot: tunnel counters, nudges, the cut, fresh
+    # reads, the clock, the agent's tunnel history (leakcheck.disrupt.Control).
+    control: "Control" = field(default_factory=_live_control)
 
     def active_unavailable(self) -> str | None:
         """Why active checks will not run, or None when they will."""

@@ -21,7 +21,7 @@ def read_state() -> NetState:
     nft/iptables-save, sock_diag and /proc, iw) run side by side in threads:
     they spend their time waiting on child processes, not holding the GIL.
     Each keeps its own notes, joined in a fixed order."""
-    from leakcheck.linux import downstream, firewall, netlink, resolvers, sockets, sysctl, wireguard, xfrm
+    from leakcheck.linux import downstream, firewall, netlink, resolvers, sockets, sysctl, tunowners, wireguard, xfrm
 
     links, addresses, routes, rules = netlink.dump_all()
     names = [link.name for link in links]
@@ -32,18 +32,32 @@ def read_state() -> NetState:
     wg_part = readers.start("wireguard", lambda notes: wireguard.read(names, notes))
     # perapp and tethering: firewall rules, processes with their sockets, what each link is
     fw_part = readers.start("firewall", lambda notes: _guarded("firewall", lambda: firewall.read(notes), notes))
-    activity_part = readers.start("activity", lambda notes: _guarded(
-        "activity", lambda: sockets.read(notes, ifnames), notes))
+    activity_part = readers.start("activity", lambda notes: _activity_and_owners(
+        notes, lambda: sockets.read(notes, ifnames),
+        lambda activity: tunowners.read(
+            links, addresses, routes, activity.sockets if activity else None, notes,
+            tun_holders=[p.pid for p in activity.processes if p.tunnel_client] if activity else None)))
     details_part = readers.start("link details", lambda notes: _guarded(
         "link details", lambda: downstream.read(links), notes) or ())
     sysctls = {**sysctl.read(names), **downstream.forwarding_sysctls(names)}
     notes = readers.join()
     policies, states = xfrm_part.value
     resolver_list, stub = resolver_part.value
+    activity, owners = activity_part.value
     return NetState(links=links, addresses=addresses, routes=routes, rules=rules,
                     xfrm_policies=policies, xfrm_states=states, resolvers=resolver_list,
                     sysctls=sysctls, wireguard=wg_part.value, stub_resolver=stub, notes=tuple(notes),
-                    firewall=fw_part.value, activity=activity_part.value, link_details=details_part.value)
+                    firewall=fw_part.value, activity=activity, link_details=details_part.value,
+                    tunnel_owners=owners)
+
+
+def _activity_and_owners(notes: list[str], read_activity: Callable[[], Any],
+                         read_owners: Callable[[Any], Any]) -> tuple[Any, tuple]:
+    """Processes and sockets, then the servers of tun/tap/ppp clients: the
+    sockets of the process holding the device (they need the first), in one thread."""
+    activity = _guarded("activity", read_activity, notes)
+    owners = _guarded("tunnel owners", lambda: read_owners(activity), notes) or ()
+    return activity, owners
 
 
 class _Part:
