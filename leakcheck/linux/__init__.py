@@ -21,7 +21,8 @@ def read_state() -> NetState:
     nft/iptables-save, sock_diag and /proc, iw) run side by side in threads:
     they spend their time waiting on child processes, not holding the GIL.
     Each keeps its own notes, joined in a fixed order."""
-    from leakcheck.linux import downstream, firewall, netlink, resolvers, sockets, sysctl, tunowners, wireguard, xfrm
+    from leakcheck.linux import (accounts, downstream, firewall, netlink, resolvers, sockets, sysctl, tunowners,
+                                 wireguard, xfrm)
 
     links, addresses, routes, rules = netlink.dump_all()
     names = [link.name for link in links]
@@ -41,6 +42,8 @@ def read_state() -> NetState:
         "link details", lambda: downstream.read(links), notes) or ())
     sysctls = {**sysctl.read(names), **downstream.forwarding_sysctls(names)}
     notes = readers.join()
+    # after the threads: the account database (getpwent) is not safe to walk beside other pwd users
+    users = _guarded("accounts", accounts.read, notes) or {}
     policies, states = xfrm_part.value
     resolver_list, stub = resolver_part.value
     activity, owners = activity_part.value
@@ -48,7 +51,7 @@ def read_state() -> NetState:
                     xfrm_policies=policies, xfrm_states=states, resolvers=resolver_list,
                     sysctls=sysctls, wireguard=wg_part.value, stub_resolver=stub, notes=tuple(notes),
                     firewall=fw_part.value, activity=activity, link_details=details_part.value,
-                    tunnel_owners=owners)
+                    tunnel_owners=owners, accounts=users)
 
 
 def _activity_and_owners(notes: list[str], read_activity: Callable[[], Any],
