@@ -6,9 +6,10 @@ xfrm and the firewall all apply), an observation beats any inference. Each
 packet carries a nonce, and a small TTL / hop limit so that a leaked canary
 is seen on the local link but never travels far beyond it.
 
-Capture uses scapy sniffers on every interface with a tight BPF filter;
-scapy is imported only when an active check actually runs, and sniffers are
-stopped on every path (finally blocks). Without root, `ActiveUnavailable`.
+Capture reads raw packet sockets on every interface (leakcheck.capture,
+imported only when an active check actually runs), closed on every path.
+The capture window ends as soon as every packet is accounted for. Without
+CAP_NET_RAW, `ActiveUnavailable`.
 """
 
 from __future__ import annotations
@@ -24,14 +25,21 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from leakcheck.capture import Packet, Sniffers
 
 log = logging.getLogger(__name__)
 
+ICMP_ECHO, ICMPV6_ECHO = 8, 128
 DEFAULT_TTL = 3  # a few hops: past the local gateway, never across the internet
-SETTLE_S = 0.2  # how long to keep listening after the last packet is sent
+SETTLE_S = 0.2  # longest wait for packets after the last sender finished
 SEND_WAIT_S = 0.3  # longest wait for the senders (a DNS lookup may block for seconds)
+GRACE_S = 0.02  # after every packet is accounted for: copies on other interfaces, parallel DNS queries
+POLL_S = 0.005
 READY_TIMEOUT_S = 1.0
+last_window_end = ""  # how the latest capture window ended ("all seen" or "limit"), for tests and -v
 
 
 class ActiveUnavailable(Exception):
@@ -51,13 +59,20 @@ class Probe:
     qname: str | None = None  # dns: the unique name asked through the system resolver
     nonce: str = field(default_factory=lambda: secrets.token_hex(8))
 
-    def matches(self, packet: Any, local_port: int | None) -> bool:
-        """Is this sniffed scapy packet ours? By nonce, or for a TCP SYN by ports."""
+    def matches(self, packet: Packet, local_port: int | None) -> bool:
+        """Is this captured packet ours? By nonce, or for a TCP SYN by ports
+        (known once the sender has connected); and by kind and destination,
+        so that an ICMP error quoting the packet is not taken for it."""
+        if self.kind == "dns":
+            ports = packet.ports() or ()
+            return (53 in ports or 853 in ports) and self.nonce.encode() in packet.data
+        if packet.dst is None or ipaddress.ip_address(packet.dst) != ipaddress.ip_address(self.dst):
+            return False
         if self.kind == "tcp":
-            from scapy.layers.inet import TCP
-            return (TCP in packet and packet[TCP].sport == local_port
-                    and packet[TCP].dport == (self.port or 443))
-        return self.nonce.encode() in bytes(packet)
+            return local_port is not None and packet.is_tcp() and packet.ports() == (local_port, self.port or 443)
+        if self.kind == "icmp":
+            return packet.icmp_type() in (ICMP_ECHO, ICMPV6_ECHO) and self.nonce.encode() in packet.data
+        return packet.protocol == socket.IPPROTO_UDP and self.nonce.encode() in packet.data
 
 
 @dataclass
@@ -110,56 +125,86 @@ def available() -> str | None:
 
 def observe(probes: Sequence[Probe], interfaces: Iterable[str], tunnel_interfaces: Iterable[str],
             dns_zone: str = "") -> list[Observation]:
-    """Send every probe while sniffing `interfaces` (+ tunnels); one capture window."""
+    """Send every probe while sniffing `interfaces` (+ tunnels); one capture window.
+
+    The window closes as soon as every packet is accounted for (seen, or
+    refused by the kernel at send) and GRACE_S has passed for copies on other
+    interfaces; at the latest SETTLE_S after the senders finished or
+    SEND_WAIT_S ran out, as it always did."""
     reason = available()
     if reason:
         raise ActiveUnavailable(reason)
     tunnels = set(tunnel_interfaces)
     ifaces = sorted(set(interfaces) | tunnels)
     observations = [Observation(p) for p in probes]
-    from leakcheck.capture import Sniffers  # scapy lives behind this import
+    from leakcheck.capture import Sniffers
 
-    with Sniffers(ifaces, _bpf(probes)) as sniffers:
-        threads = [_send(obs) for obs in observations]
-        # a resolver lookup may block for seconds; its query is out long before
-        deadline = time.monotonic() + SEND_WAIT_S
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        time.sleep(SETTLE_S)
-    for iface, packet in sniffers.packets:
-        for obs in observations:
-            if obs.probe.matches(packet, obs.local_port):
-                _record(obs, iface, packet, iface in tunnels)
+    window = _Window(observations, tunnels)
+    with Sniffers(ifaces) as sniffers:
+        window.run([_send(obs) for obs in observations], sniffers)
+        window.take(sniffers.drain())  # the last ones, queued since the last look
+    global last_window_end
+    last_window_end = window.ended
     return observations
 
 
-def _record(obs: Observation, iface: str, packet: Any, on_tunnel: bool) -> None:
+class _Window:
+    """Matches sniffed packets to observations while the senders run, and
+    decides when nothing more is to be learnt."""
+
+    def __init__(self, observations: list[Observation], tunnels: set[str]):
+        self.observations = observations
+        self.tunnels = tunnels
+        self.packets: list[Packet] = []
+        self.scanned = [0] * len(observations)  # packets already matched against each observation
+        self.seen: set[int] = set()  # observations with a matching packet
+        self.ended = ""  # why the window closed: "all seen" or "limit"
+
+    def run(self, senders: list[threading.Thread], sniffers: Sniffers) -> None:
+        send_deadline = time.monotonic() + SEND_WAIT_S
+        senders_done: float | None = None
+        accounted_at: float | None = None
+        while True:
+            now = time.monotonic()
+            self.take(sniffers.drain())
+            if senders_done is None and not any(t.is_alive() for t in senders):
+                senders_done = now
+            if senders_done is not None and accounted_at is None and self.accounted():
+                accounted_at = now
+            if accounted_at is not None and now >= accounted_at + GRACE_S:
+                self.ended = "all seen"
+                return
+            if now >= min(senders_done or send_deadline, send_deadline) + SETTLE_S:
+                self.ended = "limit"  # the longest window, as before
+                return
+            time.sleep(POLL_S)
+
+    def accounted(self) -> bool:
+        """Every packet is seen or was refused at send. (Called once the
+        senders finished: a DNS lookup's queries, maybe several to several
+        servers at once, were all sent before its answer came.)"""
+        return all(obs.send_error is not None or index in self.seen
+                   for index, obs in enumerate(self.observations))
+
+    def take(self, packets: list[Packet]) -> None:
+        self.packets.extend(packets)
+        for index, obs in enumerate(self.observations):
+            if obs.probe.kind == "tcp" and obs.local_port is None:
+                continue  # its SYN is recognised by the source port, known once the sender connected
+            for packet in self.packets[self.scanned[index]:]:
+                if obs.probe.matches(packet, obs.local_port):
+                    self.seen.add(index)
+                    _record(obs, packet, packet.iface in self.tunnels)
+            self.scanned[index] = len(self.packets)
+
+
+def _record(obs: Observation, packet: Packet, on_tunnel: bool) -> None:
     target = obs.tunnel_on if on_tunnel else obs.clear_on
-    if iface not in target:
-        target.append(iface)
+    if packet.iface not in target:
+        target.append(packet.iface)
     if not on_tunnel and obs.packet is None:
-        obs.packet = f"{packet.summary()} (ttl/hlim {_ttl(packet)}) on {iface}"
-        for layer in ("IP", "IPv6"):
-            if packet.haslayer(layer):
-                obs.clear_dst = str(packet.getlayer(layer).dst)
-                break
-
-
-def _ttl(packet: Any) -> object:
-    for layer in ("IP", "IPv6"):
-        if packet.haslayer(layer):
-            inner = packet.getlayer(layer)
-            return getattr(inner, "ttl", None) or getattr(inner, "hlim", None)
-    return None
-
-
-def _bpf(probes: Sequence[Probe]) -> str:
-    hosts = sorted({p.dst for p in probes if p.dst})
-    host_expr = " or ".join(f"dst host {h}" for h in hosts)
-    parts = [f"({host_expr})"] if host_expr else []
-    if any(p.kind == "dns" for p in probes):
-        parts.append("port 53 or port 853")
-    return " or ".join(parts) or "udp"
+        obs.packet = f"{packet.summary()} (ttl/hlim {packet.ttl}) on {packet.iface}"
+        obs.clear_dst = packet.dst
 
 
 def _send(obs: Observation) -> threading.Thread:
@@ -226,7 +271,7 @@ def send_packet(probe: Probe, owner: int | None = None) -> int | None:
             time.sleep(0.05)  # let the SYN go before the socket closes
             return port
         else:
-            icmp_type = 128 if family == socket.AF_INET6 else 8
+            icmp_type = ICMPV6_ECHO if family == socket.AF_INET6 else ICMP_ECHO
             header = struct.pack("!BBHHH", icmp_type, 0, 0, os.getpid() & 0xFFFF, 1)
             message = header + payload
             if family == socket.AF_INET:

@@ -31,18 +31,28 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on usage errors, which is our USAGE code too."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or with only `command` when that names
+    one: `leakcheck run` then imports no other command's module."""
     parser = _Parser(prog="leakcheck", description="Find traffic that escapes the VPN tunnel.")
     parser.add_argument("--version", action="version", version=f"leakcheck {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (repeatable)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMANDS:
+    wanted = f"leakcheck.commands.{command}"
+    for module_name in (wanted,) if wanted in COMMANDS else COMMANDS:
         importlib.import_module(module_name).register(sub)
     return parser
 
 
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command word: the first argument that is not an option (the
+    top-level options take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="leakcheck: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -1,8 +1,11 @@
-"""Batched kernel route lookups (RTM_GETROUTE) on one raw netlink socket.
+"""Raw rtnetlink: state dumps and batched route lookups, encoded by hand.
 
-pyroute2 costs ~0.3 ms per `route('get')`; the split probe asks tens of
-thousands of questions, so requests are encoded here by hand, sent in
-batches and matched to answers by sequence number.
+pyroute2 costs ~0.3 ms per `route('get')` and ~0.1 ms per dumped message
+(every attribute becomes an object); the split probe asks tens of thousands
+of questions and a laptop may hold 10,000 routes. So requests are packed
+with `struct` here, lookups are sent in batches and matched to answers by
+sequence number, and dumps hand each message's bytes to a parser that
+picks only the attributes leakcheck uses.
 """
 
 from __future__ import annotations
@@ -12,13 +15,19 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 NETLINK_ROUTE = 0
 RTM_NEWROUTE = 24
 RTM_GETROUTE = 26
 NLMSG_ERROR = 2
+NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
+NLM_F_DUMP_INTR = 0x10  # the table changed while the kernel was dumping it: ask again
+NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
+RTM_GETLINK, RTM_GETADDR, RTM_GETRULE = 18, 22, 34
 RTM_F_FIB_MATCH = 0x2000  # answer with the matching FIB entry (its prefix, table, protocol)
 RTM_F_LOOKUP_TABLE = 0x1000  # report the table that matched (without it the kernel says "main")
 
@@ -200,3 +209,100 @@ class RouteLookup:
             offset += (length + 3) & ~3
 
 
+
+
+DUMP_ATTEMPTS = 3  # a dump interrupted by a concurrent change is repeated, this many times at most
+
+
+class DumpError(OSError):
+    """The kernel refused a dump request (errno) or kept changing under it."""
+
+
+class Dumper:
+    """One netlink socket for NLM_F_DUMP requests, asked one after the other
+    (the kernel runs one dump per socket at a time)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        try:
+            # dumps arrive in skbs of up to 32 KiB; room for a few keeps recv from stalling the kernel
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        except OSError:
+            pass
+        self._sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> "Dumper":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def dump(self, mtype: int, body: bytes, parse: Callable[[bytes, int, int], T | None]) -> list[T]:
+        """Every message of one dump, each handed to `parse(data, body_offset, end)`;
+        None results are dropped. Repeated when the kernel flags the dump as
+        interrupted (NLM_F_DUMP_INTR), so the result is one consistent table."""
+        for _ in range(DUMP_ATTEMPTS - 1):
+            results, interrupted = self._dump_once(mtype, body, parse)
+            if not interrupted:
+                return results
+        results, interrupted = self._dump_once(mtype, body, parse)
+        if interrupted:
+            raise DumpError(errno.EAGAIN, f"netlink dump {mtype} kept changing during {DUMP_ATTEMPTS} reads")
+        return results
+
+    def _dump_once(self, mtype: int, body: bytes,
+                   parse: Callable[[bytes, int, int], T | None]) -> tuple[list[T], bool]:
+        """(parsed messages, interrupted) of one dump, read until NLMSG_DONE."""
+        self._seq += 1
+        self._sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(body), mtype, NLM_F_REQUEST | NLM_F_DUMP,
+                                      self._seq, 0) + body)
+        results: list[T] = []
+        interrupted = done = False
+        while not done:
+            chunk_done, chunk_interrupted = take_dump(self._sock.recv(1 << 16), self._seq, parse, results)
+            done, interrupted = chunk_done, interrupted or chunk_interrupted
+        return results, interrupted
+
+
+def take_dump(data: bytes, seq: int | None, parse: Callable[[bytes, int, int], T | None],
+              results: list[T]) -> tuple[bool, bool]:
+    """Parse the messages of one received chunk of a dump into `results`
+    (those of sequence `seq`; None: any). Returns (done, interrupted): done
+    once NLMSG_DONE is seen, interrupted if a message carried NLM_F_DUMP_INTR.
+    A refused dump (NLMSG_ERROR) raises DumpError."""
+    unpack = NLMSGHDR.unpack_from
+    interrupted = False
+    offset, size = 0, len(data)
+    while offset + 16 <= size:
+        length, kind, flags, msg_seq, _pid = unpack(data, offset)
+        if length < 16:
+            break
+        if seq is None or msg_seq == seq:
+            interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
+            if kind == NLMSG_DONE:
+                return True, interrupted
+            if kind == NLMSG_ERROR:
+                code = struct.unpack_from("=i", data, offset + 16)[0]
+                raise DumpError(-code, f"netlink dump refused: {errno.errorcode.get(-code, -code)}")
+            item = parse(data, offset + 16, offset + length)
+            if item is not None:
+                results.append(item)
+        offset += (length + 3) & ~3
+    return False, interrupted
+
+
+def attributes(data: bytes, offset: int, end: int) -> dict[int, bytes]:
+    """A message's top-level attributes by type (the NLA_F_NESTED/BYTEORDER bits cleared)."""
+    attrs: dict[int, bytes] = {}
+    unpack = RTATTR.unpack_from
+    while offset + 4 <= end:
+        length, kind = unpack(data, offset)
+        if length < 4:
+            break
+        attrs[kind & 0x3FFF] = data[offset + 4: offset + length]
+        offset += (length + 3) & ~3
+    return attrs

@@ -1,57 +1,68 @@
 """Benchmark: wall time and peak RSS of `leakcheck run --json` in the lab.
 
 Builds the lab (isp, vpn gateway, laptop with a correct wg-quick tunnel),
-then runs the real CLI inside the laptop namespace N times, with and
-without active checks (--passive), and prints median/max wall time and the
-peak RSS of each run (from wait4). Run as root:
+then runs the real CLI inside the laptop namespace N times, passive
+(--passive: no test packets) and with active checks (test packets and
+capture). Each run is paired with a run of the floor, `python -c "import
+pyroute2, psutil"` in the same namespace, right before it, so both see the
+same machine load; it prints the medians, the ratio run/floor (median of
+the pairs' ratios) and the peak RSS of each run (from wait4). Run as root:
 
-    .venv/bin/python tests/bench/bench_run.py [--runs 10] [--scenario wg-quick]
+    .venv/bin/python tests/bench/bench_run.py [--runs 10] [--scenario wg-quick] [--cold]
+
+Targets (issue 8): passive at most 1.6x the floor and 40 MB peak RSS; the
+full active run at most 1.5 s.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.bench.common import cache_note, floor_argv, median, python_env, timed_process  # noqa: E402
 from tests.lab import LAB_CONFIG  # noqa: E402
 from tests.lab import linux  # noqa: E402
 from tests.lab.topology import Lab, to_toml  # noqa: E402
 
+Run = tuple[float, float, int]  # wall seconds, peak RSS MB, exit status
 
-def one_run(lab: Lab, config_path: Path, extra: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MB, exit status) of one CLI run in the laptop."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    argv = ["ip", "netns", "exec", lab.lap, sys.executable, "-m", "leakcheck", "run", "--json",
+
+def run_argv(lab: Lab, config_path: Path, extra: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", lab.lap, sys.executable, "-m", "leakcheck", "run", "--json",
             "--config", str(config_path), *extra]
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode
 
 
-def report(label: str, runs: list[tuple[float, float, int]]) -> None:
+def paired(lab: Lab, argv: list[str], env: dict[str, str], runs: int) -> tuple[list[Run], list[Run]]:
+    """(floor runs, leakcheck runs), each leakcheck run right after its floor run."""
+    floors, mine = [], []
+    for _ in range(runs):
+        floors.append(timed_process(floor_argv(["ip", "netns", "exec", lab.lap]), env))
+        mine.append(timed_process(argv, env))
+    return floors, mine
+
+
+def report(label: str, floors: list[Run], runs: list[Run]) -> None:
     walls = [w for w, _, _ in runs]
     rss = [r for _, r, _ in runs]
+    floor = median([w for w, _, _ in floors])
+    ratio = median([w / f for (w, _, _), (f, _, _) in zip(runs, floors)])
     codes = sorted({c for _, _, c in runs})
-    print(f"{label:<28} wall median {statistics.median(walls) * 1000:6.0f} ms  max {max(walls) * 1000:6.0f} ms"
-          f"   peak RSS median {statistics.median(rss):5.1f} MB  max {max(rss):5.1f} MB   exit {codes}")
+    print(f"{label:<26} wall median {median(walls) * 1000:5.0f} ms  max {max(walls) * 1000:5.0f} ms"
+          f" | floor median {floor * 1000:4.0f} ms (peak RSS {median([r for _, r, _ in floors]):4.1f} MB)"
+          f" | ratio {ratio:4.2f}x | peak RSS median {median(rss):4.1f} MB max {max(rss):4.1f} MB | exit {codes}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--scenario", default="wg-quick")
+    parser.add_argument("--cold", action="store_true", help="no bytecode cache for leakcheck's modules")
     args = parser.parse_args()
+    env = python_env(args.cold)
     linux.private_mounts()
     lab = Lab()
     try:
@@ -59,10 +70,13 @@ def main() -> None:
         lab.reset(args.scenario)
         config_path = lab.workdir / "bench.toml"
         config_path.write_text(to_toml(LAB_CONFIG))
-        one_run(lab, config_path, ["--passive"])  # warm the page cache
-        print(f"scenario {args.scenario}, {args.runs} runs each")
-        report("passive (no test packets)", [one_run(lab, config_path, ["--passive"]) for _ in range(args.runs)])
-        report("with active checks", [one_run(lab, config_path, []) for _ in range(args.runs)])
+        for extra in (["--passive"], []):  # warm the page cache (and the bytecode cache when warm)
+            timed_process(run_argv(lab, config_path, extra), env)
+        timed_process(floor_argv(["ip", "netns", "exec", lab.lap]), env)
+        print(f"scenario {args.scenario}, {args.runs} runs each; {cache_note(args.cold)}; "
+              f"floor: python -c \"import pyroute2, psutil\"")
+        report("passive (no test packets)", *paired(lab, run_argv(lab, config_path, ["--passive"]), env, args.runs))
+        report("with active checks", *paired(lab, run_argv(lab, config_path, []), env, args.runs))
     finally:
         lab.close()
 

@@ -47,3 +47,24 @@ def test_unknown_trigger_exits_2():
     with pytest.raises(SystemExit) as done:
         main(["run", "--trigger", "whenever"])
     assert done.value.code == 2
+
+
+def test_run_imports_no_other_command(monkeypatch):
+    import importlib
+    import leakcheck.cli as cli
+    imported = []
+    real = importlib.import_module
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: imported.append(name) or real(name))
+    parser = cli.build_parser("run")
+    assert imported == ["leakcheck.commands.run"]
+    assert parser.parse_args(["run", "--json"]).json
+    imported.clear()
+    cli.build_parser(None)  # no command word (leakcheck --help): every command is listed
+    assert len(imported) == len(cli.COMMANDS)
+
+
+def test_help_without_a_command_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("run", "probes", "collector", "fleet", "config"))
