@@ -29,6 +29,13 @@ from leakcheck.collector.schema import (clone_events, current_findings, daily_ve
                                         findings, reports, tokens)
 
 
+# How far into the future a report may claim to have started (clock skew
+# between agent and collector). Beyond it the report is stored as starting
+# now, its device is flagged (clock_skew_s), and it cannot pin the device's
+# latest state: the next honest report replaces it.
+CLOCK_SKEW_S = 300.0
+
+
 class CloneSuspected(Exception):
     """A second installation claims a device id that another one holds."""
 
@@ -233,7 +240,7 @@ class Store:
             seen = {f.id: p.probe for p in r.probes for f in p.findings}
             current_rows += [dict(device_id=r.device.id, report_id=r.report_id, finding_id=fid, probe=probe)
                              for fid, probe in seen.items()]
-            key = (parse_time(r.started_at).astimezone(timezone.utc).date().isoformat(), r.verdict)
+            key = (datetime.fromtimestamp(row["started_at"], timezone.utc).date().isoformat(), r.verdict)
             per_day[key] = per_day.get(key, 0) + 1
         with _pipeline(cur):
             _each(cur, sql["insert_finding"], findings_rows)
@@ -400,8 +407,12 @@ def reconnect_seconds(report: ReportIn) -> float | None:
 
 
 def _report_row(report: ReportIn, body: str, now: float) -> dict[str, Any]:
+    claimed = _epoch(report.started_at)
+    skewed = claimed > now + CLOCK_SKEW_S  # a wrong clock (or a forged date): stored as received
     return dict(report_id=report.report_id, device_id=report.device.id, received_at=now,
-                started_at=_epoch(report.started_at), finished_at=_epoch(report.finished_at),
+                started_at=now if skewed else claimed,
+                finished_at=now if skewed else min(_epoch(report.finished_at), now + CLOCK_SKEW_S),
+                clock_skew_s=claimed - now if skewed else None,
                 trigger=report.trigger, verdict=report.verdict, tunnel_state=report.tunnel.state,
                 tunnel_kind=report.tunnel.kind, agent_version=report.agent_version,
                 reconnect_s=reconnect_seconds(report), body=body)
@@ -417,6 +428,8 @@ def _device_view(row: Any, now: float, interval_s: int) -> dict[str, Any]:
         "trigger": row["last_trigger"], "tunnel_state": row["tunnel_state"],
         "tunnel_kind": row["tunnel_kind"], "agent_version": row["agent_version"],
         "reconnect_s": row["reconnect_s"],
+        # Set when its latest report claimed a start this far in the future.
+        "clock_skew_s": row["clock_skew_s"],
         # A device that has not reported for twice its interval is stale.
         "stale": last is None or now - last > 2 * interval_s,
         "agent": {"spool_depth": row["spool_depth"], "dropped": row["dropped"],
@@ -432,7 +445,7 @@ _REPORT_COLUMNS = ("report_id", "device_id", "received_at", "started_at", "finis
 _LATEST = ("last_report_id = :report_id, last_started_at = :started_at, last_verdict = :verdict, "
            "last_trigger = :trigger, tunnel_state = :tunnel_state, tunnel_kind = :tunnel_kind, "
            "agent_version = :agent_version, hostname = :hostname, os = :os, os_version = :os_version, "
-           "reconnect_s = :reconnect_s")
+           "reconnect_s = :reconnect_s, clock_skew_s = :clock_skew_s")
 _NEWER = "WHERE device_id = :device_id AND (last_started_at IS NULL OR last_started_at < :started_at)"
 _IS_LATEST = "EXISTS (SELECT 1 FROM devices WHERE device_id = :device_id AND last_report_id = :report_id)"
 SUBMIT_SQL = {
@@ -501,7 +514,8 @@ def _latest_params(report: ReportIn, row: dict[str, Any]) -> dict[str, Any]:
     params = dict(report_id=report.report_id, started_at=row["started_at"], verdict=report.verdict,
                   trigger=report.trigger, tunnel_state=report.tunnel.state, tunnel_kind=report.tunnel.kind,
                   agent_version=report.agent_version, hostname=report.device.hostname, os=report.device.os,
-                  os_version=report.device.os_version, reconnect_s=row["reconnect_s"], device_id=report.device.id)
+                  os_version=report.device.os_version, reconnect_s=row["reconnect_s"], device_id=report.device.id,
+                  clock_skew_s=row["clock_skew_s"])
     if report.agent is not None:
         params.update(spool_depth=report.agent.spool_depth, dropped=report.agent.dropped,
                       last_upload=report.agent.last_upload, last_error=report.agent.last_error)

@@ -105,7 +105,10 @@ def device_page(device_id: str, request: Request, store: Store = Depends(get_sto
             f"{escape(str(view['tunnel_state']))} ({escape(str(view['tunnel_kind']))})</p>"
             f"<p>agent: spool depth {escape(str(agent['spool_depth']))}, dropped {escape(str(agent['dropped']))},"
             f" last upload {escape(str(agent['last_upload']))}, last error {escape(str(agent['last_error']))}</p>"
-            f"<h2>Current findings</h2><ul id=findings>{findings}</ul>"
+            + (f"<p class=warn id=clock>this device's clock is wrong: its latest report claimed to start "
+               f"{_num(view['clock_skew_s'])} s in the future (stored as received)</p>"
+               if view["clock_skew_s"] else "")
+            + f"<h2>Current findings</h2><ul id=findings>{findings}</ul>"
             "<h2>History</h2><table id=history><tr><th>started</th><th>trigger</th><th>verdict</th>"
             f"<th>tunnel</th><th>reconnect s</th></tr>{rows}</table>")
     return _page(f"leakcheck: {view['hostname']}", body)
