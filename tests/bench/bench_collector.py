@@ -99,6 +99,15 @@ def async_client(port: int, jobs: list[tuple[str, bytes]], connections: int, out
 
 
 def ingest(args: argparse.Namespace) -> None:
+    """`--runs` fresh databases and servers; each run's rate, then the median
+    (the machine is shared: one run says little)."""
+    rates = [ingest_once(args) for _ in range(args.runs)]
+    if len(rates) > 1:
+        print(f"ingest [{args.db}, {args.workers} worker(s)]: median {statistics.median(rates):.0f} reports/s "
+              f"over {len(rates)} runs (min {min(rates):.0f}, max {max(rates):.0f})")
+
+
+def ingest_once(args: argparse.Namespace) -> float:
     tmp = Path(tempfile.mkdtemp(prefix="lcbench-"))
     db = database(args.db, tmp)
     (tmp / "secret").write_text(SECRET)
@@ -144,6 +153,7 @@ def ingest(args: argparse.Namespace) -> None:
         print(f"ingest [{args.db}, {args.workers} worker(s), {clients}, {args.devices} devices]: "
               f"{args.count} reports in {elapsed:.1f} s = {args.count / elapsed:.0f} reports/s "
               f"({failures} failed)")
+        return args.count / elapsed
     finally:
         server.terminate()
         server.wait()
@@ -246,6 +256,7 @@ def main() -> int:
                    help="one blocking http.client connection per process instead (older, heavier clients)")
     a.add_argument("--devices", type=int, default=200)
     a.add_argument("--count", type=int, default=10000)
+    a.add_argument("--runs", type=int, default=1, help="repeat, print every run and the median")
     b = sub.add_parser("summary")
     b.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     b.add_argument("--reports", type=int, default=1_000_000)
