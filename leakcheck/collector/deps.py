@@ -10,6 +10,8 @@ from leakcheck.collector.store import Principal, Store
 
 COOKIE = "leakcheck_token"
 _bearer = HTTPBearer(auto_error=False, description="A device token (submit only) or an analyst token (read only)")
+# Enrollment: optional, the device's current token when it re-enrolls.
+bearer = HTTPBearer(auto_error=False, description="Re-enrollment: the device's current token")
 
 
 def get_store(request: Request) -> Store:

@@ -120,10 +120,13 @@ class Store:
                 tokens.c.revoked_at.is_(None))).first()
         return Principal(row.kind, row.device_id) if row else None
 
-    def enroll(self, request: EnrollIn, clone_grace_s: float) -> str:
-        """A device token for this installation. The same installation may
-        re-enroll (its old tokens are revoked); a different installation
-        claiming an id that reported recently is a clone and is refused."""
+    def enroll(self, request: EnrollIn, clone_grace_s: float, current_token: str | None = None) -> str:
+        """A device token for this installation. A new device id enrolls with
+        the fleet secret alone. An existing one needs more, so that nobody
+        holding the secret can take over a quiet device: the device's current
+        token (the agent sends it when it re-enrolls), or an admin's approval
+        (`leakcheck collector token revoke-device DEVICE` revokes its tokens,
+        which frees the id). Refusals are recorded for the fleet views."""
         now = time.time()
         dev = request.device
         with self._writer.begin() as conn:
@@ -134,9 +137,15 @@ class Store:
                     device_id=dev.id, hostname=dev.hostname, os=dev.os, os_version=dev.os_version,
                     instance=request.instance, enrolled_at=now, rl_window=0, rl_count=0)
                     .on_conflict_do_nothing())
-            elif existing.instance != request.instance and _recent(existing.last_seen, now, clone_grace_s):
-                raise _CloneDetected()
             else:
+                live = conn.execute(select(tokens.c.token_hash).where(
+                    tokens.c.device_id == dev.id, tokens.c.kind == "device", tokens.c.revoked_at.is_(None))
+                ).scalars().all()
+                holds_token = current_token is not None and security.token_hash(current_token) in live
+                if live and not holds_token:
+                    clone = existing.instance != request.instance and _recent(existing.last_seen, now,
+                                                                               clone_grace_s)
+                    raise _CloneDetected("clone" if clone else "unapproved")
                 conn.execute(update(devices).where(devices.c.device_id == dev.id).values(
                     hostname=dev.hostname, os=dev.os, os_version=dev.os_version,
                     instance=request.instance))
@@ -144,17 +153,17 @@ class Store:
                                               tokens.c.revoked_at.is_(None)).values(revoked_at=now))
             return self.create_token("device", dev.id, dev.hostname, conn=conn)
 
-    def enroll_or_clone(self, request: EnrollIn, clone_grace_s: float) -> str:
+    def enroll_or_clone(self, request: EnrollIn, clone_grace_s: float, current_token: str | None = None) -> str:
         try:
-            return self.enroll(request, clone_grace_s)
-        except _CloneDetected:
+            return self.enroll(request, clone_grace_s, current_token)
+        except _CloneDetected as refused:
             # Nothing of the enrollment is stored, but the attempt is evidence.
             with self._writer.begin() as conn:
                 dev = request.device
                 conn.execute(clone_events.insert().values(device_id=dev.id, hostname=dev.hostname,
-                                                          instance=request.instance,
-                                                          seen_at=time.time()))
-            raise CloneSuspected(request.device.id) from None
+                                                          instance=request.instance, seen_at=time.time(),
+                                                          reason=str(refused)))
+            raise CloneSuspected(str(refused)) from None
 
     # -- submissions --------------------------------------------------------------
 
@@ -288,8 +297,12 @@ class Store:
             current = conn.execute(select(current_findings.c.finding_id, current_findings.c.probe)
                                    .where(current_findings.c.device_id == device_id)
                                    .order_by(current_findings.c.finding_id)).all()
+            refused = conn.execute(select(clone_events).where(clone_events.c.device_id == device_id)
+                                   .order_by(clone_events.c.seen_at.desc()).limit(20)).all()
         view = _device_view(row._mapping, now, interval_s)
         view["current_findings"] = [dict(finding_id=c.finding_id, probe=c.probe) for c in current]
+        view["refused_enrollments"] = [dict(seen_at=_iso(e.seen_at), hostname=e.hostname, instance=e.instance,
+                                            reason=e.reason) for e in refused]
         view["history"] = [dict(report_id=p.report_id, started_at=_iso(p.started_at), trigger=p.trigger,
                                 verdict=p.verdict, tunnel_state=p.tunnel_state,
                                 reconnect_s=p.reconnect_s) for p in past]

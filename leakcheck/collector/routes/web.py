@@ -108,10 +108,19 @@ def device_page(device_id: str, request: Request, store: Store = Depends(get_sto
             + (f"<p class=warn id=clock>this device's clock is wrong: its latest report claimed to start "
                f"{_num(view['clock_skew_s'])} s in the future (stored as received)</p>"
                if view["clock_skew_s"] else "")
+            + _refused_list(view["refused_enrollments"])
             + f"<h2>Current findings</h2><ul id=findings>{findings}</ul>"
             "<h2>History</h2><table id=history><tr><th>started</th><th>trigger</th><th>verdict</th>"
             f"<th>tunnel</th><th>reconnect s</th></tr>{rows}</table>")
     return _page(f"leakcheck: {view['hostname']}", body)
+
+
+def _refused_list(refused: list[dict[str, Any]]) -> str:
+    if not refused:
+        return ""
+    items = "".join(f"<li>{escape(str(r['seen_at']))}: {escape(r['reason'])} from {escape(r['hostname'])} "
+                    f"(installation {escape(r['instance'])})</li>" for r in refused)
+    return f"<h2>Refused enrollments</h2><ul id=refused class=warn>{items}</ul>"
 
 
 def _link(device: dict[str, Any]) -> str:
