@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from leakcheck.collector import security
 from leakcheck.collector.contract import EnrollIn, ReportIn, parse_time
 from leakcheck.collector.schema import (clone_events, current_findings, daily_verdicts, devices,
-                                        findings, reports, tokens)
+                                        findings, health, reports, sessions, tokens)
 
 
 # How far into the future a report may claim to have started (clock skew
@@ -106,6 +106,58 @@ class Store:
                 .values(revoked_at=time.time()))
             return result.rowcount > 0
 
+    def list_tokens(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        """Every token's id, kind, label, device and dates; never a value or hash."""
+        query = select(tokens.c.id, tokens.c.kind, tokens.c.label, tokens.c.device_id, tokens.c.created_at,
+                       tokens.c.revoked_at).order_by(tokens.c.id)
+        if not include_revoked:
+            query = query.where(tokens.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [dict(r._mapping, created_at=_iso(r.created_at), revoked_at=_iso(r.revoked_at)) for r in rows]
+
+    def revoke_tokens(self, token_id: int | None = None, label: str | None = None) -> int:
+        """Revoke by id, or every live token with this label; ends their web sessions."""
+        cond = tokens.c.id == token_id if token_id is not None else tokens.c.label == label
+        with self._writer.begin() as conn:
+            ids = conn.execute(select(tokens.c.id).where(cond, tokens.c.revoked_at.is_(None))).scalars().all()
+            if ids:
+                conn.execute(update(tokens).where(tokens.c.id.in_(ids)).values(revoked_at=time.time()))
+                conn.execute(sessions.delete().where(sessions.c.token_id.in_(ids)))
+            return len(ids)
+
+    def create_session(self, token: str, lifetime_s: float) -> str | None:
+        """A web session for a live analyst token; the cookie carries its id."""
+        now = time.time()
+        with self._writer.begin() as conn:
+            token_id = conn.execute(select(tokens.c.id).where(
+                tokens.c.token_hash == security.token_hash(token), tokens.c.kind == "analyst",
+                tokens.c.revoked_at.is_(None))).scalar()
+            if token_id is None:
+                return None
+            conn.execute(sessions.delete().where(sessions.c.expires_at < now))
+            session = security.new_session()
+            conn.execute(sessions.insert().values(session_hash=security.token_hash(session), token_id=token_id,
+                                                  created_at=now, expires_at=now + lifetime_s))
+        return session
+
+    def session_principal(self, session: str) -> Principal | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(tokens.c.kind, tokens.c.device_id).join(
+                sessions, sessions.c.token_id == tokens.c.id).where(
+                sessions.c.session_hash == security.token_hash(session), sessions.c.expires_at > time.time(),
+                tokens.c.revoked_at.is_(None))).first()
+        return Principal(row.kind, row.device_id) if row else None
+
+    def end_session(self, session: str) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(sessions.delete().where(sessions.c.session_hash == security.token_hash(session)))
+
+    def check_writable(self) -> None:
+        """Raises unless a write commits (a full disk, a read-only database)."""
+        with self._writer.begin() as conn:
+            conn.execute(update(health).where(health.c.id == 1).values(checked_at=time.time()))
+
     def revoke_device(self, device_id: str) -> int:
         with self._writer.begin() as conn:
             result = conn.execute(update(tokens).where(
@@ -173,7 +225,7 @@ class Store:
         return self._writer.connect()
 
     def submit_batch(self, items: Sequence[Pending], limit: int, window_s: int,
-                     conn: Connection | None = None) -> list[Outcome]:
+                     conn: Connection | None = None, daily_bytes: int = 16 << 20) -> list[Outcome]:
         """Store a batch of submissions in one transaction (group commit: one
         BEGIN/COMMIT, and on PostgreSQL a handful of pipelined round trips,
         however many reports). Each gets its own outcome, as if submitted alone:
@@ -182,7 +234,9 @@ class Store:
           only with a live device token *of the report's device*; no match is
           classified afterwards (401 unknown/revoked, 403 analyst token or
           another device's report);
-        - 429 when over the limit (the count stays: a flood is still a flood);
+        - 429 when over the limit (the count stays: a flood is still a flood),
+          or when the device's stored bytes for the UTC day would pass
+          `daily_bytes` (its storage budget; Retry-After: the next UTC day);
         - INSERT ... ON CONFLICT (report_id) DO NOTHING: stored (201), or
           already stored (200), or stored for another device (409);
         - then its findings, the device's latest state (only a newer report
@@ -195,18 +249,19 @@ class Store:
         """
         now = time.time()
         window = int(now // window_s)
+        day = int(now // 86400)
         order = sorted(range(len(items)), key=lambda i: (items[i].report.device.id, items[i].report.report_id))
         outcomes: list[Outcome | None] = [None] * len(items)
         if conn is None:
             with self._writer.connect() as own:
-                return self.submit_batch(items, limit, window_s, own)
+                return self.submit_batch(items, limit, window_s, own, daily_bytes)
         with conn.begin():
             sql = self._sql(conn)
             cur = conn.connection.cursor()
             try:
                 counted = _many(cur, sql["auth_rate"], [dict(
-                    window=window, now=now, device_id=items[i].report.device.id,
-                    token_hash=items[i].token_hash) for i in order])
+                    window=window, now=now, device_id=items[i].report.device.id, day=day,
+                    bytes=len(items[i].body.encode("utf-8")), token_hash=items[i].token_hash) for i in order])
                 allowed = []
                 for i, row in zip(order, counted):
                     if row is None:
@@ -214,6 +269,9 @@ class Store:
                     elif row[0] > limit:
                         outcomes[i] = Outcome(429, "too many reports from this device", "rate_limited",
                                               retry_after=max(1, math.ceil((window + 1) * window_s - now)))
+                    elif row[1] > daily_bytes:
+                        outcomes[i] = Outcome(429, "this device's storage budget for today is spent",
+                                              "over_budget", retry_after=max(1, math.ceil((day + 1) * 86400 - now)))
                     else:
                         allowed.append(i)
                 rows = {i: _report_row(items[i].report, items[i].body, now) for i in allowed}
@@ -463,10 +521,13 @@ _NEWER = "WHERE device_id = :device_id AND (last_started_at IS NULL OR last_star
 _IS_LATEST = "EXISTS (SELECT 1 FROM devices WHERE device_id = :device_id AND last_report_id = :report_id)"
 SUBMIT_SQL = {
     # Counts against the rate limit only with a live device token of this very device.
+    # ... and against the device's storage budget for the UTC day (bytes of stored JSON).
     "auth_rate": ("UPDATE devices SET rl_count = CASE WHEN rl_window = :window THEN rl_count + 1 ELSE 1 END, "
-                  "rl_window = :window, last_seen = :now WHERE device_id = :device_id AND EXISTS "
+                  "rl_window = :window, last_seen = :now, "
+                  "budget_bytes = CASE WHEN budget_day = :day THEN budget_bytes + :bytes ELSE :bytes END, "
+                  "budget_day = :day WHERE device_id = :device_id AND EXISTS "
                   "(SELECT 1 FROM tokens WHERE token_hash = :token_hash AND kind = 'device' "
-                  "AND device_id = :device_id AND revoked_at IS NULL) RETURNING rl_count"),
+                  "AND device_id = :device_id AND revoked_at IS NULL) RETURNING rl_count, budget_bytes"),
     "insert_report": ("INSERT INTO reports (" + ", ".join(f'"{c}"' for c in _REPORT_COLUMNS) + ") VALUES ("
                       + ", ".join(f":{c}" for c in _REPORT_COLUMNS)
                       + ") ON CONFLICT (report_id) DO NOTHING RETURNING report_id"),

@@ -7,11 +7,12 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Depends, Query
 
 from leakcheck.collector.contract import Time, parse_time
-from leakcheck.collector.deps import analyst_principal, get_store
+from leakcheck.collector.deps import AUTH_RESPONSES, analyst_principal, get_store
 from leakcheck.collector.store import Store
 from leakcheck.report import Contract
 
-router = APIRouter(prefix="/api/v1", tags=["findings"], dependencies=[Depends(analyst_principal)])
+router = APIRouter(prefix="/api/v1", tags=["findings"], dependencies=[Depends(analyst_principal)],
+                   responses=AUTH_RESPONSES)
 
 # Time = the RFC 3339 pattern plus a real-date check (0000-00-00 is refused, not a 500).
 Since = Annotated[Optional[Time], Query(description="RFC 3339; reports started at or after")]
