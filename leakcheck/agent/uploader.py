@@ -7,7 +7,7 @@ acknowledgement. Submissions are idempotent on report_id, so a retry after
 a lost acknowledgement never doubles a report. Transient failures back off
 exponentially with full jitter; 429 and 503 wait Retry-After, sanitised
 (seconds or an HTTP date, bounded below and above). A report the collector
-answers 5xx for `max_attempts` times is quarantined (spool/quarantine/,
+answers 500 for `max_attempts` times is quarantined (spool/quarantine/,
 shown by `leakcheck status`) so that it cannot block the reports behind it.
 TLS is verified against `collector.ca_file` or the system CA store.
 
@@ -141,10 +141,13 @@ class Uploader:
                 continue
             result.error = outcome
             spool.state.update(last_error=outcome, last_error_at=now_text())
-            if outcome.startswith("collector error") and spool.failed(entry) >= self.max_attempts:
+            # Only a 500 says "this report breaks the collector"; 502/503/504
+            # say the collector (or its proxy) is down, which no report causes.
+            if outcome == "collector error 500" and spool.failed(entry) >= self.max_attempts:
                 log.error("collector failed on report %s %d times: quarantined in spool/quarantine",
                           entry.report_id, self.max_attempts)
                 spool.quarantine(entry)
+                self.backoff.reset()
                 result.quarantined += 1
                 continue
             if outcome.startswith("unauthorized"):

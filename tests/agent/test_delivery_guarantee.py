@@ -175,3 +175,12 @@ def test_run_upload_survives_retry_after_nan(tmp_path, scripted, monkeypatch):
 
 def _short_budget(deliver: Callable[..., Any]) -> Callable[..., Any]:
     return lambda report, config, budget_s=20.0: deliver(report, config, budget_s=2.5)
+
+
+def test_a_collector_that_is_down_quarantines_nothing(tmp_path, scripted):
+    server = scripted(lambda rid: (503, {}, b"Service Unavailable"))
+    cfg, spool = _agent(tmp_path, server.url)
+    spool_report(synthetic(), spool)
+    uploader = Uploader(server.url, "lcd_x", max_attempts=2, backoff=Backoff(base_s=0.001, cap_s=0.01))
+    result = uploader.drain(spool, deadline=time.monotonic() + 20, wait=_no_wait(6))
+    assert len(server.requests) >= 5 and result.quarantined == 0 and spool.depth() == 1
