@@ -179,7 +179,7 @@ class Report:
     tunnel: TunnelSummary
     probes: list[ProbeResult]
     # Additive, optional (schema unchanged): the agent's self-health
-    # {"spool_depth", "dropped", "last_upload", "last_error"}; emitted only when set.
+    # {"spool_depth", "dropped", "last_upload", "last_error", "quarantined"}; emitted only when set.
     agent: dict[str, Any] | None = None
 
     @property
