@@ -12,7 +12,10 @@ Files (under `[agent] state_dir`, default /var/lib/leakcheck):
   directory fsync'd: a file either exists complete or not at all, whatever
   moment a kill -9 or a power loss strikes. Stray ``.tmp-*`` files are
   removed at start. Reports the collector refuses for good (4xx other than
-  401/429) move to ``spool/rejected/``.
+  401/429) move to ``spool/rejected/``; reports it answered 500 for five
+  times move to ``spool/quarantine/`` (counted in ``agent.quarantined``).
+  ``spool/attempts.json`` counts those 500s per report_id. Every report is
+  conformed to the contract (leakcheck.report.conform) before it is spooled.
 - ``state.json``: ``{"last_upload": RFC 3339|null, "last_error": str|null,
   "last_error_at": RFC 3339|null, "dropped": int}``; ``dropped`` counts every
   report the size/age bound ever dropped (cumulative).

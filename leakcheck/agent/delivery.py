@@ -12,7 +12,7 @@ from leakcheck.agent.state import Paths
 from leakcheck.agent.uploader import DrainResult, Uploader
 from leakcheck.config import Config, parse_duration
 from leakcheck.errors import UsageError
-from leakcheck.report import Report
+from leakcheck.report import Report, conform
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,11 @@ def spool_report(report: Report, spool: Spool) -> None:
     """Add the agent's self-health and write the report to the spool."""
     state = spool.state.read()
     report.agent = {"spool_depth": spool.depth(), "dropped": state["dropped"],
-                    "last_upload": state["last_upload"], "last_error": state["last_error"]}
-    spool.add(report.to_dict())
+                    "last_upload": state["last_upload"], "last_error": state["last_error"],
+                    "quarantined": spool.quarantined()}
+    # What is spooled is what the collector accepts (leakcheck.report.Contract):
+    # an over-long text or odd evidence is cut with a marker here, never refused there.
+    spool.add(conform(report.to_dict()))
 
 
 def deliver_now(report: Report, config: Config, budget_s: float = 20.0) -> DrainResult:

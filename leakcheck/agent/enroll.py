@@ -23,9 +23,12 @@ def enroll(url: str, secret: str, token_file: Path, paths: Paths, ca_file: str =
     import requests
 
     body = {"secret": secret, "device": device.describe(), "instance": instance_id(paths)}
+    # Re-enrolling an enrolled device needs its current token (or an admin's
+    # approval): the secret alone must not let anyone take a device over.
+    headers = {"Authorization": f"Bearer {current}"} if (current := _current_token(token_file)) else {}
     try:
         response = requests.post(url.rstrip("/") + "/api/v1/enroll", json=body, timeout=timeout_s,
-                                 verify=verify_setting(ca_file))
+                                 verify=verify_setting(ca_file), headers=headers)
     except requests.RequestException as exc:
         raise EnrollError(f"cannot reach the collector at {url}: {exc}") from None
     if response.status_code != 201:
@@ -37,6 +40,13 @@ def enroll(url: str, secret: str, token_file: Path, paths: Paths, ca_file: str =
     write_atomic(token_file, token.encode(), mode=0o600)
     os.chmod(token_file, 0o600)
     return response.json()["device_id"]
+
+
+def _current_token(token_file: Path) -> str | None:
+    try:
+        return token_file.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def _detail(response) -> str:  # type: ignore[no-untyped-def]

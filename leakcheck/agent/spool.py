@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leakcheck.agent.files import fsync_dir, locked, write_atomic
+from leakcheck.agent.files import fsync_dir, locked, read_json, write_atomic, write_json
 from leakcheck.agent.state import AgentState, Paths
 
 log = logging.getLogger(__name__)
 ENTRY = re.compile(r"^(\d{20})-([0-9a-f-]{36})\.json$")
+QUARANTINE = "quarantine"
+ATTEMPTS = "attempts.json"  # failed deliveries per report_id (5xx answers)
 
 
 @dataclass(frozen=True)
@@ -79,16 +81,59 @@ class Spool:
         except FileNotFoundError:
             return
         fsync_dir(self.dir)
+        self._forget_attempts(entry.report_id)
 
     def reject(self, entry: Entry) -> None:
         """The collector refuses it for good: keep it aside, out of the queue."""
-        target = self.dir / "rejected"
+        self._set_aside(entry, "rejected")
+
+    def quarantine(self, entry: Entry) -> None:
+        """The collector kept failing on it: keep it aside (never deleted, shown
+        by `leakcheck status` and counted in every report's agent block) so
+        the reports behind it are delivered."""
+        self._set_aside(entry, QUARANTINE)
+
+    def quarantined(self) -> int:
+        try:
+            return sum(1 for name in os.listdir(self.dir / QUARANTINE) if ENTRY.match(name))
+        except FileNotFoundError:
+            return 0
+
+    def quarantined_ids(self) -> list[str]:
+        try:
+            names = sorted(os.listdir(self.dir / QUARANTINE))
+        except FileNotFoundError:
+            return []
+        return [m.group(2) for m in map(ENTRY.match, names) if m]
+
+    def failed(self, entry: Entry) -> int:
+        """Count one more failed delivery of `entry`; returns its count."""
+        with locked(self.paths.lock):
+            attempts = read_json(self.dir / ATTEMPTS, {})
+            attempts = {k: v for k, v in attempts.items() if isinstance(v, int)} if isinstance(attempts, dict) else {}
+            attempts[entry.report_id] = attempts.get(entry.report_id, 0) + 1
+            write_json(self.dir / ATTEMPTS, attempts)
+            return attempts[entry.report_id]
+
+    def _forget_attempts(self, report_id: str) -> None:
+        path = self.dir / ATTEMPTS
+        if not path.exists():
+            return
+        with locked(self.paths.lock):
+            attempts = read_json(path, {})
+            if isinstance(attempts, dict) and report_id in attempts:
+                del attempts[report_id]
+                write_json(path, attempts)
+
+    def _set_aside(self, entry: Entry, where: str) -> None:
+        target = self.dir / where
         target.mkdir(exist_ok=True)
         try:
             os.replace(entry.path, target / entry.path.name)
         except FileNotFoundError:
             return
         fsync_dir(self.dir)
+        self._forget_attempts(entry.report_id)
 
     def clean(self) -> int:
         """Remove temporaries a crash left behind; quarantine unreadable entries."""

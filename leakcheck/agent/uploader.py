@@ -1,9 +1,14 @@
 """Delivers spooled reports to the collector, oldest first.
 
-A report leaves the spool only after the collector acknowledged it (201
-stored, or 200 already stored: submissions are idempotent on report_id, so
-a retry after a lost acknowledgement never doubles a report). Transient
-failures back off exponentially with full jitter; 429 waits Retry-After.
+A report leaves the spool only after the collector acknowledged it: a 201
+(stored) or 200 (already stored) whose JSON answer names that report's
+`report_id`. Any other 2xx (a captive portal, a wrong URL) is not an
+acknowledgement. Submissions are idempotent on report_id, so a retry after
+a lost acknowledgement never doubles a report. Transient failures back off
+exponentially with full jitter; 429 and 503 wait Retry-After, sanitised
+(seconds or an HTTP date, bounded below and above). A report the collector
+answers 500 for `max_attempts` times is quarantined (spool/quarantine/,
+shown by `leakcheck status`) so that it cannot block the reports behind it.
 TLS is verified against `collector.ca_file` or the system CA store.
 
 The transport is the standard library's http.client over one keep-alive
@@ -13,13 +18,17 @@ requests with urllib3 would be a third of its memory.
 
 from __future__ import annotations
 
+import email.utils
 import http.client
+import json
 import logging
+import math
 import random
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +44,7 @@ PERMANENT = {400, 403, 404, 409, 413, 422}  # this report will never be accepted
 class DrainResult:
     delivered: int = 0
     rejected: int = 0
+    quarantined: int = 0
     remaining: int = 0
     error: str | None = None
 
@@ -74,7 +84,8 @@ def tls_context(ca_file: str):  # type: ignore[no-untyped-def]
 
 class Uploader:
     def __init__(self, url: str, token: str, ca_file: str = "", timeout_s: float = 10.0,
-                 backoff: Backoff | None = None, max_retry_after_s: float = 3600.0):
+                 backoff: Backoff | None = None, max_retry_after_s: float = 3600.0,
+                 min_retry_after_s: float = 1.0, max_attempts: int = 5):
         parts = urllib.parse.urlsplit(url.rstrip("/"))
         self.https = parts.scheme == "https"
         self.host = parts.hostname or ""
@@ -87,6 +98,8 @@ class Uploader:
         self.timeout_s = timeout_s
         self.backoff = backoff or Backoff()
         self.max_retry_after_s = max_retry_after_s
+        self.min_retry_after_s = min_retry_after_s
+        self.max_attempts = max_attempts
         self._conn: http.client.HTTPConnection | None = None
 
     def close(self) -> None:
@@ -114,7 +127,7 @@ class Uploader:
             if not entries:
                 return result
             entry = entries[0]
-            outcome, delay = self._send(entry.path.read_bytes())
+            outcome, delay = self._send(entry.path.read_bytes(), entry.report_id)
             if outcome == "ok":
                 spool.remove(entry)
                 self.backoff.reset()
@@ -128,6 +141,15 @@ class Uploader:
                 continue
             result.error = outcome
             spool.state.update(last_error=outcome, last_error_at=now_text())
+            # Only a 500 says "this report breaks the collector"; 502/503/504
+            # say the collector (or its proxy) is down, which no report causes.
+            if outcome == "collector error 500" and spool.failed(entry) >= self.max_attempts:
+                log.error("collector failed on report %s %d times: quarantined in spool/quarantine",
+                          entry.report_id, self.max_attempts)
+                spool.quarantine(entry)
+                self.backoff.reset()
+                result.quarantined += 1
+                continue
             if outcome.startswith("unauthorized"):
                 result.remaining = len(spool.entries())
                 return result  # no retry helps until the device re-enrolls
@@ -141,23 +163,27 @@ class Uploader:
                 result.remaining = len(spool.entries())
                 return result
 
-    def _send(self, body: bytes) -> tuple[str, float | None]:
+    def _send(self, body: bytes, report_id: str) -> tuple[str, float | None]:
         try:
-            code, retry_after = self._post(body)
+            code, retry_after, answer = self._post(body)
         except (OSError, http.client.HTTPException) as exc:
             return f"cannot reach collector: {type(exc).__name__}", None
         if code in (200, 201):
-            return "ok", None
+            if acknowledged(answer, report_id):
+                return "ok", None
+            return f"answer {code} does not acknowledge the report (not a leakcheck collector?)", None
         if code == 429:
             return "rate limited (429)", self._retry_after(retry_after)
         if code == 401:
             return "unauthorized (401): token unknown or revoked; re-enroll", None
         if code in PERMANENT:
             return "rejected", None
+        if code == 503 and retry_after is not None:
+            return f"collector error {code}", self._retry_after(retry_after)
         return f"collector error {code}", None
 
-    def _post(self, body: bytes) -> tuple[int, str | None]:
-        """(status, Retry-After). A kept-alive connection the collector has
+    def _post(self, body: bytes) -> tuple[int, str | None, bytes]:
+        """(status, Retry-After, body). A kept-alive connection the collector has
         closed meanwhile fails on first use: that one is retried once on a
         fresh connection (safe: submissions are idempotent on report_id)."""
         for attempt in (1, 2):
@@ -166,7 +192,7 @@ class Uploader:
             try:
                 conn.request("POST", self.path, body=body, headers=self.headers)
                 response = conn.getresponse()
-                response.read()
+                answer = response.read(64 * 1024)
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 if reused and attempt == 1 and isinstance(exc, (ConnectionError, http.client.BadStatusLine)):
@@ -174,15 +200,45 @@ class Uploader:
                 raise
             if response.will_close:
                 self.close()
-            return response.status, response.getheader("Retry-After")
+            return response.status, response.getheader("Retry-After"), answer
         raise AssertionError("unreachable")
 
     def _retry_after(self, header: str | None) -> float:
-        try:
-            seconds = float(header) if header is not None else self.backoff.next_delay()
-        except ValueError:
+        seconds = retry_after_seconds(header)
+        if seconds is None:
             seconds = self.backoff.next_delay()
-        return min(max(seconds, 0.0), self.max_retry_after_s)
+        # Never a tight loop (0, negative), never a wait past the cap.
+        return min(max(seconds, self.min_retry_after_s), self.max_retry_after_s)
+
+
+def acknowledged(answer: bytes, report_id: str) -> bool:
+    """The collector's answer names the report it stored (or already had)."""
+    try:
+        data = json.loads(answer)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("report_id") == report_id
+
+
+def retry_after_seconds(header: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: a number or an HTTP date (RFC 9110); None when
+    absent or unusable (nan, inf, garbage), for the caller's backoff to decide."""
+    if header is None:
+        return None
+    text = header.strip()[:100]
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if moment is None:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        seconds = (moment - (now or datetime.now(timezone.utc))).total_seconds()
+    return seconds if math.isfinite(seconds) else None
 
 
 def _sleep(seconds: float) -> bool:

@@ -4,8 +4,10 @@ Build the app with `create_app(Settings(...))` (leakcheck.collector.app);
 `leakcheck collector serve` runs it under uvicorn. Layout:
 
 - settings.py   validated start-up settings (no module-level globals)
-- contract.py   request models: the report contract (leakcheck.report/1)
-- schema.py     tables and numbered migrations
+- contract.py   request models, built from leakcheck.report.Contract (the one
+                definition of the report contract's limits, shared with the agent)
+- schema.py     tables (the newest schema) and the migration runner
+- migrations.py each migration step's DDL, frozen, per dialect
 - store.py      every SQL statement (routes never hold SQL)
 - ingest.py     group commit: writer threads store queued submissions in batches
 - security.py   token generation and hashing
@@ -14,7 +16,7 @@ Build the app with `create_app(Settings(...))` (leakcheck.collector.app);
 
 Report contract extension (additive, optional): a submitted report may carry
 a top-level ``"agent"`` object, ``{"spool_depth": int, "dropped": int,
-"last_upload": RFC 3339 | null, "last_error": str | null}``, the agent's
-self-health. The collector accepts and stores it; every other field is
+"last_upload": RFC 3339 | null, "last_error": str | null, "quarantined":
+int (optional)}``, the agent's self-health. The collector accepts and stores it; every other field is
 validated strictly against `leakcheck.report/1`.
 """

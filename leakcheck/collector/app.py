@@ -28,7 +28,9 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
                               "serves fleet views to analysts.")
     app.state.settings = settings
     app.state.store = Store(engine)
-    app.state.ingest = Ingest(app.state.store, settings.rate_limit, settings.rate_window_s)
+    app.state.ingest = Ingest(app.state.store, settings.rate_limit, settings.rate_window_s,
+                              daily_bytes=settings.device_daily_bytes)
+    app.state.enroll_failures = enroll.FailureLimit(settings.enroll_failures_per_minute, 60.0)
     app.state.metrics = health.Metrics()
     for module in (enroll, reports, devices, findings, fleet, export, health, web):
         app.include_router(module.router)

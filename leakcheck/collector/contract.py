@@ -14,28 +14,33 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from leakcheck.report import SCHEMA
+from leakcheck.report import SCHEMA, Contract, problems, time_problem
 
-RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+RFC3339 = Contract.RFC3339
 
 
 def _parse_time(text: str) -> str:
-    # The pattern admits 2024-13-45; fromisoformat refuses impossible dates.
-    datetime.fromisoformat(text.replace("Z", "+00:00"))
+    # The pattern admits 2024-13-45 and year 1; the contract refuses both.
+    problem = time_problem(text)
+    if problem:
+        raise ValueError(problem)
     return text
 
 
+def _pattern(regex: str, max_length: int | None = None) -> Any:
+    return Annotated[str, StringConstraints(pattern=regex, max_length=max_length)]
+
+
 Time = Annotated[str, StringConstraints(pattern=RFC3339, max_length=40), AfterValidator(_parse_time)]
-Text = Annotated[str, StringConstraints(max_length=4000)]
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=64)]
-FindingId = Annotated[str, StringConstraints(
-    pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*\.[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=128)]
-Uuid = Annotated[str, StringConstraints(
-    pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
-DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
-Hostname = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
-Interface = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$")]
-Version = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$")]
+Text = Annotated[str, StringConstraints(max_length=Contract.TEXT_MAX)]
+Name = _pattern(Contract.NAME, Contract.NAME_MAX)
+FindingId = _pattern(Contract.FINDING_ID, Contract.FINDING_ID_MAX)
+Uuid = _pattern(Contract.UUID)
+DeviceId = _pattern(Contract.DEVICE_ID)
+Hostname = _pattern(Contract.HOSTNAME)
+Interface = _pattern(Contract.INTERFACE)
+Version = _pattern(Contract.VERSION)
+Counter = Annotated[int, Field(ge=0, le=Contract.COUNTER_MAX)]
 
 Status = Literal["pass", "leak", "warn", "skip", "error"]
 Verdict = Literal["pass", "leak", "warn", "error"]
@@ -55,7 +60,7 @@ class DeviceIn(Strict):
 class TunnelIn(Strict):
     state: Literal["up", "down", "absent"]
     kind: Literal["wireguard", "ipsec", "tun", "ppp", "other", "none"]
-    interfaces: list[Interface] = Field(max_length=64)
+    interfaces: list[Interface] = Field(max_length=Contract.INTERFACES_MAX)
 
 
 class FindingIn(Strict):
@@ -70,16 +75,18 @@ class FindingIn(Strict):
 class ProbeIn(Strict):
     probe: Name
     status: Status
-    duration_ms: int = Field(ge=0, le=86_400_000)
-    findings: list[FindingIn] = Field(max_length=500)
+    duration_ms: int = Field(ge=0, le=Contract.DURATION_MS_MAX)
+    findings: list[FindingIn] = Field(max_length=Contract.FINDINGS_MAX)
     error: Optional[Text]
 
 
 class AgentHealth(Strict):
-    spool_depth: int = Field(ge=0)
-    dropped: int = Field(ge=0)
+    spool_depth: Counter
+    dropped: Counter
     last_upload: Optional[Time]
     last_error: Optional[Text]
+    # Reports the agent set aside after the collector kept failing on them.
+    quarantined: Optional[Counter] = None
 
 
 def expected_verdict(statuses: set[str]) -> str:
@@ -100,10 +107,19 @@ class ReportIn(Strict):
     trigger: Literal["manual", "schedule", "network-change"]
     tunnel: TunnelIn
     verdict: Verdict
-    probes: list[ProbeIn] = Field(max_length=64)
+    probes: list[ProbeIn] = Field(max_length=Contract.PROBES_MAX)
     agent: Optional[AgentHealth] = None
 
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        # Text and evidence every database stores (leakcheck.report.problems).
+        found = problems(data)
+        if found:
+            raise ValueError("; ".join(found[:5]))
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "ReportIn":

@@ -8,8 +8,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from leakcheck.collector.settings import Settings
 from leakcheck.collector.store import Principal, Store
 
-COOKIE = "leakcheck_token"
+# The web page's cookie holds a session id (leakcheck.collector.store sessions),
+# never a token; the API takes tokens only as Authorization: Bearer.
+COOKIE = "leakcheck_session"
+# What every analyst endpoint may answer besides its own results (OpenAPI).
+AUTH_RESPONSES: dict[int | str, dict] = {
+    401: {"description": "missing, unknown or revoked token (or expired session)"},
+    403: {"description": "a device token: fleet data needs an analyst token"},
+}
 _bearer = HTTPBearer(auto_error=False, description="A device token (submit only) or an analyst token (read only)")
+# Enrollment: optional, the device's current token when it re-enrolls.
+bearer = HTTPBearer(auto_error=False, description="Re-enrollment: the device's current token")
 
 
 def get_store(request: Request) -> Store:
@@ -21,7 +30,12 @@ def get_settings(request: Request) -> Settings:
 
 
 def _principal(request: Request, credentials: HTTPAuthorizationCredentials | None, store: Store) -> Principal:
-    return _lookup(store, credentials.credentials if credentials else request.cookies.get(COOKIE))
+    if credentials is None and request.cookies.get(COOKIE):
+        principal = store.session_principal(request.cookies[COOKIE][:200])
+        if principal is None:
+            raise HTTPException(401, "session expired or ended: sign in again")
+        return principal
+    return _lookup(store, credentials.credentials if credentials else None)
 
 
 def _lookup(store: Store, token: str | None) -> Principal:
@@ -38,7 +52,7 @@ async def submitted_token(request: Request,
                           credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
     """The token a submission came with, unchecked: the submission's own
     transaction checks it (leakcheck.collector.store.Store.submit_batch)."""
-    token = credentials.credentials if credentials else request.cookies.get(COOKIE)
+    token = credentials.credentials if credentials else None
     if not token:
         raise HTTPException(401, "missing token: send Authorization: Bearer <token>",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -50,7 +64,7 @@ def refusal(request: Request) -> HTTPException | None:
     if any, so that a stranger learns nothing about what would be accepted."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
-    token = value.strip() if scheme.lower() == "bearer" and value.strip() else request.cookies.get(COOKIE)
+    token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
     try:
         principal = _lookup(get_store(request), token)
     except HTTPException as exc:

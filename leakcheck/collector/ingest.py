@@ -32,8 +32,9 @@ _STOP = object()
 
 class Ingest:
     def __init__(self, store: Store, limit: int, window_s: int, max_batch: int = 128,
-                 writers: int | None = None):
+                 writers: int | None = None, daily_bytes: int = 16 << 20):
         self.store = store
+        self.daily_bytes = daily_bytes
         self.limit = limit
         self.window_s = window_s
         self.max_batch = max_batch
@@ -67,7 +68,7 @@ class Ingest:
                         thread.start()
 
     def _run(self) -> None:
-        writer = _Writer(self.store)
+        writer = _Writer(self.store, self.daily_bytes)
         try:
             stopping = False
             while not stopping:
@@ -100,8 +101,9 @@ class Ingest:
 class _Writer:
     """One writer's connection, opened on first use and again after a failure."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, daily_bytes: int):
         self.store = store
+        self.daily_bytes = daily_bytes
         self.conn: Any = None
 
     def close(self) -> None:
@@ -116,7 +118,7 @@ class _Writer:
         if self.conn is None:
             self.conn = self.store.writer_connection()
         try:
-            return self.store.submit_batch(batch, limit, window_s, self.conn)
+            return self.store.submit_batch(batch, limit, window_s, self.conn, self.daily_bytes)
         except Exception:
             self.close()  # a dropped connection must not poison the next batch
             raise

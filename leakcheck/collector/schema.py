@@ -1,18 +1,20 @@
-"""Tables and numbered schema migrations (SQLAlchemy Core, both databases).
+"""Tables (SQLAlchemy Core, both databases) and the migration runner.
 
-`migrate(engine)` brings any database to the newest version; replicas that
-start together take a lock first (pg_advisory_xact_lock on PostgreSQL,
-BEGIN IMMEDIATE on SQLite) so each step runs exactly once. Add a step by
-appending to MIGRATIONS; never edit a released one.
+The Table objects describe the newest schema, for building queries. The
+schema itself is made only by the frozen, numbered DDL steps in
+migrations.py: `migrate(engine)` brings any database to the newest
+version; replicas that start together take a lock first
+(pg_advisory_xact_lock on PostgreSQL, BEGIN IMMEDIATE on SQLite) so each
+step runs exactly once.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 from sqlalchemy import (BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, text)
 from sqlalchemy.engine import Connection, Engine
+
+from leakcheck.collector.migrations import STEPS, statements
 
 metadata = MetaData()
 
@@ -54,6 +56,13 @@ devices = Table(
     # Rate limiting lives in the database so stateless replicas share it.
     Column("rl_window", BigInteger, nullable=False, default=0),
     Column("rl_count", Integer, nullable=False, default=0),
+    # v3: how far in the future the device's latest report claimed to start
+    # (its clock is wrong), the agent's quarantined count, and the evidence
+    # bytes stored for it on day `budget_day` (days since the epoch, UTC).
+    Column("clock_skew_s", Float, nullable=True),
+    Column("quarantined", Integer, nullable=True),
+    Column("budget_day", BigInteger, nullable=False, default=0),
+    Column("budget_bytes", BigInteger, nullable=False, default=0),
 )
 
 reports = Table(
@@ -109,7 +118,9 @@ daily_verdicts = Table(
     UniqueConstraint("day", "verdict", name="uq_daily_verdicts"),
 )
 
-# Enrollments refused because the device id is already held by another install.
+# Enrollments refused for an existing device id: another installation
+# holds it ("clone"), or a re-enrollment came without the device's current
+# token or an admin's approval ("unapproved").
 clone_events = Table(
     "clone_events", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -117,6 +128,25 @@ clone_events = Table(
     Column("hostname", String(253), nullable=False),
     Column("instance", String(128), nullable=False),
     Column("seen_at", Float, nullable=False),
+    Column("reason", String(32), nullable=False, default="clone"),
+    Index("ix_clone_events_device", "device_id", "seen_at"),
+)
+
+# Web sessions: the cookie holds a random session id, stored only hashed,
+# tied to the analyst token that signed in (revoking it ends the session).
+sessions = Table(
+    "sessions", metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("token_id", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+# One row the health check writes: a database that cannot be written is not ready.
+health = Table(
+    "health", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("checked_at", Float, nullable=False),
 )
 
 schema_version = Table(
@@ -125,16 +155,7 @@ schema_version = Table(
 )
 
 
-def _v1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[tokens, devices, reports, findings, current_findings,
-                                      daily_verdicts, schema_version])
-
-
-def _v2(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[clone_events])
-
-
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS = sorted(STEPS)
 
 
 def current_version(conn: Connection) -> int:
@@ -151,8 +172,9 @@ def migrate(engine: Engine) -> int:
             # Any constant works; it only serialises leakcheck migrations.
             conn.execute(text("SELECT pg_advisory_xact_lock(7345001)"))
         version = current_version(conn)
-        for number, step in enumerate(MIGRATIONS, start=1):
+        for number in MIGRATIONS:
             if number > version:
-                step(conn)
+                for statement in statements(number, conn.dialect.name):
+                    conn.exec_driver_sql(statement)
                 conn.execute(schema_version.insert().values(version=number))
     return len(MIGRATIONS)

@@ -23,3 +23,7 @@ def token_hash(token: str) -> str:
 
 def secret_matches(given: str, expected: str) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def new_session() -> str:
+    return "lcs_" + secrets.token_urlsafe(32)

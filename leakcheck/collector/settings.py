@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from leakcheck.errors import ConfigError
 
@@ -34,8 +35,16 @@ class Settings:
     rate_window_s: int = 60
     # Default agent interval; a device is stale after twice this without a report.
     device_interval_s: int = 15 * 60
+    # Per-device storage budget: bytes of stored report JSON per UTC day.
+    device_daily_bytes: int = 16 << 20
     # Cookie-based sessions for the web page are marked Secure behind TLS.
     secure_cookies: bool = False
+    session_lifetime_s: int = 12 * 3600
+    # Wrong enrollment secrets allowed per client address per minute (per replica).
+    enroll_failures_per_minute: int = 10
+    # Secrets as files (workers read them; never passed in the environment).
+    enroll_secret_file: str = ""
+    db_password_file: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -48,16 +57,33 @@ class Settings:
 
     @property
     def url(self) -> str:
-        return database_url(self.db)
+        url = database_url(self.db)
+        if self.db_password_file and url.startswith("postgresql"):
+            url = with_password(url, read_secret(self.db_password_file, minimum=1, what="database password"))
+        return url
+
+    def resolved(self) -> "Settings":
+        """These settings with the enrollment secret read from its file."""
+        if self.enroll_secret_file and not self.enroll_secret:
+            return replace(self, enroll_secret=read_secret(self.enroll_secret_file))
+        return self
 
 
-def read_secret(path: str | None) -> str:
+def with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def read_secret(path: str | None, minimum: int = 16, what: str = "enrollment secret") -> str:
     if not path:
         return ""
     try:
         secret = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"cannot read enrollment secret: {exc}", path=path) from None
-    if len(secret) < 16:
-        raise ConfigError("enrollment secret must be at least 16 characters", path=path)
+        raise ConfigError(f"cannot read {what}: {exc}", path=path) from None
+    if len(secret) < minimum:
+        raise ConfigError(f"{what} must be at least {minimum} characters", path=path)
     return secret

@@ -26,7 +26,14 @@ from sqlalchemy.engine import Connection, Engine
 from leakcheck.collector import security
 from leakcheck.collector.contract import EnrollIn, ReportIn, parse_time
 from leakcheck.collector.schema import (clone_events, current_findings, daily_verdicts, devices,
-                                        findings, reports, tokens)
+                                        findings, health, reports, sessions, tokens)
+
+
+# How far into the future a report may claim to have started (clock skew
+# between agent and collector). Beyond it the report is stored as starting
+# now, its device is flagged (clock_skew_s), and it cannot pin the device's
+# latest state: the next honest report replaces it.
+CLOCK_SKEW_S = 300.0
 
 
 class CloneSuspected(Exception):
@@ -99,6 +106,58 @@ class Store:
                 .values(revoked_at=time.time()))
             return result.rowcount > 0
 
+    def list_tokens(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        """Every token's id, kind, label, device and dates; never a value or hash."""
+        query = select(tokens.c.id, tokens.c.kind, tokens.c.label, tokens.c.device_id, tokens.c.created_at,
+                       tokens.c.revoked_at).order_by(tokens.c.id)
+        if not include_revoked:
+            query = query.where(tokens.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [dict(r._mapping, created_at=_iso(r.created_at), revoked_at=_iso(r.revoked_at)) for r in rows]
+
+    def revoke_tokens(self, token_id: int | None = None, label: str | None = None) -> int:
+        """Revoke by id, or every live token with this label; ends their web sessions."""
+        cond = tokens.c.id == token_id if token_id is not None else tokens.c.label == label
+        with self._writer.begin() as conn:
+            ids = conn.execute(select(tokens.c.id).where(cond, tokens.c.revoked_at.is_(None))).scalars().all()
+            if ids:
+                conn.execute(update(tokens).where(tokens.c.id.in_(ids)).values(revoked_at=time.time()))
+                conn.execute(sessions.delete().where(sessions.c.token_id.in_(ids)))
+            return len(ids)
+
+    def create_session(self, token: str, lifetime_s: float) -> str | None:
+        """A web session for a live analyst token; the cookie carries its id."""
+        now = time.time()
+        with self._writer.begin() as conn:
+            token_id = conn.execute(select(tokens.c.id).where(
+                tokens.c.token_hash == security.token_hash(token), tokens.c.kind == "analyst",
+                tokens.c.revoked_at.is_(None))).scalar()
+            if token_id is None:
+                return None
+            conn.execute(sessions.delete().where(sessions.c.expires_at < now))
+            session = security.new_session()
+            conn.execute(sessions.insert().values(session_hash=security.token_hash(session), token_id=token_id,
+                                                  created_at=now, expires_at=now + lifetime_s))
+        return session
+
+    def session_principal(self, session: str) -> Principal | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(tokens.c.kind, tokens.c.device_id).join(
+                sessions, sessions.c.token_id == tokens.c.id).where(
+                sessions.c.session_hash == security.token_hash(session), sessions.c.expires_at > time.time(),
+                tokens.c.revoked_at.is_(None))).first()
+        return Principal(row.kind, row.device_id) if row else None
+
+    def end_session(self, session: str) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(sessions.delete().where(sessions.c.session_hash == security.token_hash(session)))
+
+    def check_writable(self) -> None:
+        """Raises unless a write commits (a full disk, a read-only database)."""
+        with self._writer.begin() as conn:
+            conn.execute(update(health).where(health.c.id == 1).values(checked_at=time.time()))
+
     def revoke_device(self, device_id: str) -> int:
         with self._writer.begin() as conn:
             result = conn.execute(update(tokens).where(
@@ -113,10 +172,13 @@ class Store:
                 tokens.c.revoked_at.is_(None))).first()
         return Principal(row.kind, row.device_id) if row else None
 
-    def enroll(self, request: EnrollIn, clone_grace_s: float) -> str:
-        """A device token for this installation. The same installation may
-        re-enroll (its old tokens are revoked); a different installation
-        claiming an id that reported recently is a clone and is refused."""
+    def enroll(self, request: EnrollIn, clone_grace_s: float, current_token: str | None = None) -> str:
+        """A device token for this installation. A new device id enrolls with
+        the fleet secret alone. An existing one needs more, so that nobody
+        holding the secret can take over a quiet device: the device's current
+        token (the agent sends it when it re-enrolls), or an admin's approval
+        (`leakcheck collector token revoke-device DEVICE` revokes its tokens,
+        which frees the id). Refusals are recorded for the fleet views."""
         now = time.time()
         dev = request.device
         with self._writer.begin() as conn:
@@ -127,9 +189,15 @@ class Store:
                     device_id=dev.id, hostname=dev.hostname, os=dev.os, os_version=dev.os_version,
                     instance=request.instance, enrolled_at=now, rl_window=0, rl_count=0)
                     .on_conflict_do_nothing())
-            elif existing.instance != request.instance and _recent(existing.last_seen, now, clone_grace_s):
-                raise _CloneDetected()
             else:
+                live = conn.execute(select(tokens.c.token_hash).where(
+                    tokens.c.device_id == dev.id, tokens.c.kind == "device", tokens.c.revoked_at.is_(None))
+                ).scalars().all()
+                holds_token = current_token is not None and security.token_hash(current_token) in live
+                if live and not holds_token:
+                    clone = existing.instance != request.instance and _recent(existing.last_seen, now,
+                                                                               clone_grace_s)
+                    raise _CloneDetected("clone" if clone else "unapproved")
                 conn.execute(update(devices).where(devices.c.device_id == dev.id).values(
                     hostname=dev.hostname, os=dev.os, os_version=dev.os_version,
                     instance=request.instance))
@@ -137,17 +205,17 @@ class Store:
                                               tokens.c.revoked_at.is_(None)).values(revoked_at=now))
             return self.create_token("device", dev.id, dev.hostname, conn=conn)
 
-    def enroll_or_clone(self, request: EnrollIn, clone_grace_s: float) -> str:
+    def enroll_or_clone(self, request: EnrollIn, clone_grace_s: float, current_token: str | None = None) -> str:
         try:
-            return self.enroll(request, clone_grace_s)
-        except _CloneDetected:
+            return self.enroll(request, clone_grace_s, current_token)
+        except _CloneDetected as refused:
             # Nothing of the enrollment is stored, but the attempt is evidence.
             with self._writer.begin() as conn:
                 dev = request.device
                 conn.execute(clone_events.insert().values(device_id=dev.id, hostname=dev.hostname,
-                                                          instance=request.instance,
-                                                          seen_at=time.time()))
-            raise CloneSuspected(request.device.id) from None
+                                                          instance=request.instance, seen_at=time.time(),
+                                                          reason=str(refused)))
+            raise CloneSuspected(str(refused)) from None
 
     # -- submissions --------------------------------------------------------------
 
@@ -157,7 +225,7 @@ class Store:
         return self._writer.connect()
 
     def submit_batch(self, items: Sequence[Pending], limit: int, window_s: int,
-                     conn: Connection | None = None) -> list[Outcome]:
+                     conn: Connection | None = None, daily_bytes: int = 16 << 20) -> list[Outcome]:
         """Store a batch of submissions in one transaction (group commit: one
         BEGIN/COMMIT, and on PostgreSQL a handful of pipelined round trips,
         however many reports). Each gets its own outcome, as if submitted alone:
@@ -166,7 +234,9 @@ class Store:
           only with a live device token *of the report's device*; no match is
           classified afterwards (401 unknown/revoked, 403 analyst token or
           another device's report);
-        - 429 when over the limit (the count stays: a flood is still a flood);
+        - 429 when over the limit (the count stays: a flood is still a flood),
+          or when the device's stored bytes for the UTC day would pass
+          `daily_bytes` (its storage budget; Retry-After: the next UTC day);
         - INSERT ... ON CONFLICT (report_id) DO NOTHING: stored (201), or
           already stored (200), or stored for another device (409);
         - then its findings, the device's latest state (only a newer report
@@ -179,18 +249,19 @@ class Store:
         """
         now = time.time()
         window = int(now // window_s)
+        day = int(now // 86400)
         order = sorted(range(len(items)), key=lambda i: (items[i].report.device.id, items[i].report.report_id))
         outcomes: list[Outcome | None] = [None] * len(items)
         if conn is None:
             with self._writer.connect() as own:
-                return self.submit_batch(items, limit, window_s, own)
+                return self.submit_batch(items, limit, window_s, own, daily_bytes)
         with conn.begin():
             sql = self._sql(conn)
             cur = conn.connection.cursor()
             try:
                 counted = _many(cur, sql["auth_rate"], [dict(
-                    window=window, now=now, device_id=items[i].report.device.id,
-                    token_hash=items[i].token_hash) for i in order])
+                    window=window, now=now, device_id=items[i].report.device.id, day=day,
+                    bytes=len(items[i].body.encode("utf-8")), token_hash=items[i].token_hash) for i in order])
                 allowed = []
                 for i, row in zip(order, counted):
                     if row is None:
@@ -198,6 +269,9 @@ class Store:
                     elif row[0] > limit:
                         outcomes[i] = Outcome(429, "too many reports from this device", "rate_limited",
                                               retry_after=max(1, math.ceil((window + 1) * window_s - now)))
+                    elif row[1] > daily_bytes:
+                        outcomes[i] = Outcome(429, "this device's storage budget for today is spent",
+                                              "over_budget", retry_after=max(1, math.ceil((day + 1) * 86400 - now)))
                     else:
                         allowed.append(i)
                 rows = {i: _report_row(items[i].report, items[i].body, now) for i in allowed}
@@ -233,7 +307,7 @@ class Store:
             seen = {f.id: p.probe for p in r.probes for f in p.findings}
             current_rows += [dict(device_id=r.device.id, report_id=r.report_id, finding_id=fid, probe=probe)
                              for fid, probe in seen.items()]
-            key = (parse_time(r.started_at).astimezone(timezone.utc).date().isoformat(), r.verdict)
+            key = (datetime.fromtimestamp(row["started_at"], timezone.utc).date().isoformat(), r.verdict)
             per_day[key] = per_day.get(key, 0) + 1
         with _pipeline(cur):
             _each(cur, sql["insert_finding"], findings_rows)
@@ -281,8 +355,12 @@ class Store:
             current = conn.execute(select(current_findings.c.finding_id, current_findings.c.probe)
                                    .where(current_findings.c.device_id == device_id)
                                    .order_by(current_findings.c.finding_id)).all()
+            refused = conn.execute(select(clone_events).where(clone_events.c.device_id == device_id)
+                                   .order_by(clone_events.c.seen_at.desc()).limit(20)).all()
         view = _device_view(row._mapping, now, interval_s)
         view["current_findings"] = [dict(finding_id=c.finding_id, probe=c.probe) for c in current]
+        view["refused_enrollments"] = [dict(seen_at=_iso(e.seen_at), hostname=e.hostname, instance=e.instance,
+                                            reason=e.reason) for e in refused]
         view["history"] = [dict(report_id=p.report_id, started_at=_iso(p.started_at), trigger=p.trigger,
                                 verdict=p.verdict, tunnel_state=p.tunnel_state,
                                 reconnect_s=p.reconnect_s) for p in past]
@@ -400,8 +478,12 @@ def reconnect_seconds(report: ReportIn) -> float | None:
 
 
 def _report_row(report: ReportIn, body: str, now: float) -> dict[str, Any]:
+    claimed = _epoch(report.started_at)
+    skewed = claimed > now + CLOCK_SKEW_S  # a wrong clock (or a forged date): stored as received
     return dict(report_id=report.report_id, device_id=report.device.id, received_at=now,
-                started_at=_epoch(report.started_at), finished_at=_epoch(report.finished_at),
+                started_at=now if skewed else claimed,
+                finished_at=now if skewed else min(_epoch(report.finished_at), now + CLOCK_SKEW_S),
+                clock_skew_s=claimed - now if skewed else None,
                 trigger=report.trigger, verdict=report.verdict, tunnel_state=report.tunnel.state,
                 tunnel_kind=report.tunnel.kind, agent_version=report.agent_version,
                 reconnect_s=reconnect_seconds(report), body=body)
@@ -417,6 +499,8 @@ def _device_view(row: Any, now: float, interval_s: int) -> dict[str, Any]:
         "trigger": row["last_trigger"], "tunnel_state": row["tunnel_state"],
         "tunnel_kind": row["tunnel_kind"], "agent_version": row["agent_version"],
         "reconnect_s": row["reconnect_s"],
+        # Set when its latest report claimed a start this far in the future.
+        "clock_skew_s": row["clock_skew_s"],
         # A device that has not reported for twice its interval is stale.
         "stale": last is None or now - last > 2 * interval_s,
         "agent": {"spool_depth": row["spool_depth"], "dropped": row["dropped"],
@@ -432,15 +516,18 @@ _REPORT_COLUMNS = ("report_id", "device_id", "received_at", "started_at", "finis
 _LATEST = ("last_report_id = :report_id, last_started_at = :started_at, last_verdict = :verdict, "
            "last_trigger = :trigger, tunnel_state = :tunnel_state, tunnel_kind = :tunnel_kind, "
            "agent_version = :agent_version, hostname = :hostname, os = :os, os_version = :os_version, "
-           "reconnect_s = :reconnect_s")
+           "reconnect_s = :reconnect_s, clock_skew_s = :clock_skew_s")
 _NEWER = "WHERE device_id = :device_id AND (last_started_at IS NULL OR last_started_at < :started_at)"
 _IS_LATEST = "EXISTS (SELECT 1 FROM devices WHERE device_id = :device_id AND last_report_id = :report_id)"
 SUBMIT_SQL = {
     # Counts against the rate limit only with a live device token of this very device.
+    # ... and against the device's storage budget for the UTC day (bytes of stored JSON).
     "auth_rate": ("UPDATE devices SET rl_count = CASE WHEN rl_window = :window THEN rl_count + 1 ELSE 1 END, "
-                  "rl_window = :window, last_seen = :now WHERE device_id = :device_id AND EXISTS "
+                  "rl_window = :window, last_seen = :now, "
+                  "budget_bytes = CASE WHEN budget_day = :day THEN budget_bytes + :bytes ELSE :bytes END, "
+                  "budget_day = :day WHERE device_id = :device_id AND EXISTS "
                   "(SELECT 1 FROM tokens WHERE token_hash = :token_hash AND kind = 'device' "
-                  "AND device_id = :device_id AND revoked_at IS NULL) RETURNING rl_count"),
+                  "AND device_id = :device_id AND revoked_at IS NULL) RETURNING rl_count, budget_bytes"),
     "insert_report": ("INSERT INTO reports (" + ", ".join(f'"{c}"' for c in _REPORT_COLUMNS) + ") VALUES ("
                       + ", ".join(f":{c}" for c in _REPORT_COLUMNS)
                       + ") ON CONFLICT (report_id) DO NOTHING RETURNING report_id"),
@@ -501,7 +588,8 @@ def _latest_params(report: ReportIn, row: dict[str, Any]) -> dict[str, Any]:
     params = dict(report_id=report.report_id, started_at=row["started_at"], verdict=report.verdict,
                   trigger=report.trigger, tunnel_state=report.tunnel.state, tunnel_kind=report.tunnel.kind,
                   agent_version=report.agent_version, hostname=report.device.hostname, os=report.device.os,
-                  os_version=report.device.os_version, reconnect_s=row["reconnect_s"], device_id=report.device.id)
+                  os_version=report.device.os_version, reconnect_s=row["reconnect_s"], device_id=report.device.id,
+                  clock_skew_s=row["clock_skew_s"])
     if report.agent is not None:
         params.update(spool_depth=report.agent.spool_depth, dropped=report.agent.dropped,
                       last_upload=report.agent.last_upload, last_error=report.agent.last_error)

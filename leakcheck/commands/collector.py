@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from leakcheck.errors import UsageError
 
@@ -27,13 +29,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--rate-window", type=int, default=60, help="rate-limit window in seconds")
     serve.add_argument("--device-interval", type=int, default=900,
                        help="agents' interval in seconds; stale after twice this")
+    serve.add_argument("--daily-bytes", type=int, default=16 << 20,
+                       help="per-device storage budget: report bytes stored per UTC day")
+
     serve.set_defaults(func=_serve)
 
-    token = actions.add_parser("token", help="create or revoke tokens")
-    _db_arg(token)
-    token.add_argument("verb", choices=("create", "revoke", "revoke-device"))
-    token.add_argument("value", nargs="?", help="revoke: the token; revoke-device: the device id")
-    token.add_argument("--label", default="", help="create: a note naming the analyst")
+    token = actions.add_parser("token", help="list, create or revoke tokens")
+    # --db (and its password file) may come before the verb as well as after it.
+    _db_arg(token, outer=True)
+    verbs = token.add_subparsers(dest="verb", metavar="VERB", required=True)
+    listing = verbs.add_parser("list", help="tokens by id, kind, label and device (never their values)")
+    _db_arg(listing)
+    listing.add_argument("--all", action="store_true", help="include revoked tokens")
+    listing.add_argument("--json", action="store_true", help="print as JSON")
+    create = verbs.add_parser("create", help="make an analyst token (printed once)")
+    _db_arg(create)
+    create.add_argument("--label", default="", help="a note naming the analyst (revoke by it later)")
+    revoke = verbs.add_parser("revoke", help="revoke a token by value, --id or --label")
+    _db_arg(revoke)
+    revoke.add_argument("value", nargs="?", help="the token itself")
+    revoke.add_argument("--id", type=int, help="the token's id (see token list)")
+    revoke.add_argument("--label", help="every live token with this label")
+    revoke_device = verbs.add_parser("revoke-device",
+                                     help="revoke a device's tokens (also approves its re-enrollment)")
+    _db_arg(revoke_device)
+    revoke_device.add_argument("value", metavar="DEVICE", help="the device id")
     token.set_defaults(func=_token)
 
     migrate = actions.add_parser("migrate", help="bring the database schema up to date")
@@ -41,14 +61,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     migrate.set_defaults(func=_migrate)
 
 
-def _db_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=DEFAULT_DB,
-                        help=f"SQLite file (default {DEFAULT_DB}) or postgresql://user:pw@host/db")
+def _db_arg(parser: argparse.ArgumentParser, outer: bool = False) -> None:
+    # argparse lets a subcommand's defaults overwrite what its parent parsed,
+    # so the parent's copy has its own dest and _settings merges the two.
+    prefix = "outer_" if outer else ""
+    parser.add_argument("--db", dest=prefix + "db", default=None,
+                        help=f"SQLite file (default {DEFAULT_DB}) or postgresql://user@host/db")
+    parser.add_argument("--db-password-file", dest=prefix + "db_password_file", metavar="FILE", default=None,
+                        help="PostgreSQL password, kept out of --db (and so out of the process list)")
 
 
 def _settings(args: argparse.Namespace, **extra):  # type: ignore[no-untyped-def]
     from leakcheck.collector.settings import Settings
-    return Settings(db=args.db, **extra)
+    password = args.db_password_file or getattr(args, "outer_db_password_file", None)
+    extra.setdefault("db_password_file", str(Path(password).absolute()) if password else "")
+    return Settings(db=args.db or getattr(args, "outer_db", None) or DEFAULT_DB, **extra)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -58,9 +85,11 @@ def _serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
     settings = _settings(args, enroll_secret=read_secret(args.enroll_secret_file),
+                         enroll_secret_file=str(Path(args.enroll_secret_file).absolute())
+                         if args.enroll_secret_file else "",
                          max_body_bytes=args.max_body, rate_limit=args.rate_limit,
                          rate_window_s=args.rate_window, device_interval_s=args.device_interval,
-                         secure_cookies=bool(args.tls_cert))
+                         device_daily_bytes=args.daily_bytes, secure_cookies=bool(args.tls_cert))
     serve(settings, args.listen, args.port, args.workers, args.tls_cert, args.tls_key)
     return 0
 
@@ -77,19 +106,32 @@ def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _token(args: argparse.Namespace) -> int:
     store = _store(args)
+    if args.verb == "list":
+        rows = store.list_tokens(include_revoked=args.all)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                print(f"{r['id']:>5}  {r['kind']:<8} {r['label'] or '-':<30} {r['device_id'] or '-':<24} "
+                      f"created {r['created_at']}" + (f", revoked {r['revoked_at']}" if r["revoked_at"] else ""))
+        return 0
     if args.verb == "create":
         # Only analyst tokens are made here; device tokens come from enrollment.
         print(store.create_token("analyst", None, args.label))
         return 0
-    if not args.value:
-        raise UsageError(f"token {args.verb} needs a value")
-    if args.verb == "revoke":
-        done = store.revoke_token(args.value)
-        print("revoked" if done else "no such active token", file=sys.stderr)
-        return 0 if done else 1
-    count = store.revoke_device(args.value)
-    print(f"revoked {count} token(s) of device {args.value}", file=sys.stderr)
-    return 0
+    if args.verb == "revoke-device":
+        count = store.revoke_device(args.value)
+        print(f"revoked {count} token(s) of device {args.value}; it may enroll anew", file=sys.stderr)
+        return 0
+    chosen = [x for x in (args.value, args.id, args.label) if x is not None]
+    if len(chosen) != 1:
+        raise UsageError("token revoke takes exactly one of: TOKEN, --id ID, --label LABEL")
+    if args.value is not None:
+        count = int(store.revoke_token(args.value))
+    else:
+        count = store.revoke_tokens(token_id=args.id, label=args.label)
+    print(f"revoked {count} token(s)" if count else "no such active token", file=sys.stderr)
+    return 0 if count else 1
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -153,7 +153,7 @@ def _summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def render_summary(s: dict[str, Any]) -> str:
     verdicts = s["devices_per_verdict"]
     parts = [f"Fleet: {s['devices']} devices, {verdicts.get('leak', 0)} leaking now, "
-             f"{s['stale_devices']} stale, {s['clone_events']} clone attempt(s)", "",
+             f"{s['stale_devices']} stale, {s['clone_events']} refused enrollment(s) (clone or takeover attempts)", "",
              "Devices per verdict:",
              _table([{"verdict": k, "devices": v} for k, v in sorted(verdicts.items())], ("verdict", "devices")),
              "Devices per current finding:",

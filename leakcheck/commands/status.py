@@ -28,6 +28,9 @@ def gather(config: config_mod.Config) -> dict:
         "spool_depth": len(entries),
         "spool_bytes": sum(e.size for e in entries),
         "oldest_spooled_report": entries[0].report_id if entries else None,
+        # Reports the collector kept failing on, set aside (spool/quarantine/).
+        "quarantined": spool.quarantined(),
+        "quarantined_reports": spool.quarantined_ids()[-20:],
         "last_upload": state["last_upload"], "last_error": state["last_error"],
         "last_error_at": state["last_error_at"], "dropped": state["dropped"],
         "tunnel_history": TunnelHistory(spool.paths).read()[-20:],
@@ -43,6 +46,9 @@ def execute(args: argparse.Namespace) -> int:
           f"{'' if status['enrolled'] else ' - not enrolled'}")
     print(f"spool:        {status['spool_depth']} report(s), {status['spool_bytes']} bytes"
           f"; dropped so far: {status['dropped']}")
+    if status["quarantined"]:
+        print(f"quarantined:  {status['quarantined']} report(s) the collector kept failing on, "
+              f"kept in the spool's quarantine/ directory")
     print(f"last upload:  {status['last_upload'] or 'never'}")
     print(f"last error:   {status['last_error'] or 'none'}"
           f"{' at ' + status['last_error_at'] if status['last_error'] and status['last_error_at'] else ''}")

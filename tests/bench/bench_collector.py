@@ -2,6 +2,7 @@
 
     python tests/bench/bench_collector.py ingest [--db sqlite|postgresql] [--workers 2]
     python tests/bench/bench_collector.py summary [--db ...] [--reports 1000000 --devices 20000]
+    python tests/bench/bench_collector.py commit-cost [--batch 16 --runs 3]
 
 ingest: reports/s sustained from concurrent clients on loopback, through
 the real HTTP stack (uvicorn workers, validation, auth, storage). Clients are
@@ -99,6 +100,15 @@ def async_client(port: int, jobs: list[tuple[str, bytes]], connections: int, out
 
 
 def ingest(args: argparse.Namespace) -> None:
+    """`--runs` fresh databases and servers; each run's rate, then the median
+    (the machine is shared: one run says little)."""
+    rates = [ingest_once(args) for _ in range(args.runs)]
+    if len(rates) > 1:
+        print(f"ingest [{args.db}, {args.workers} worker(s)]: median {statistics.median(rates):.0f} reports/s "
+              f"over {len(rates)} runs (min {min(rates):.0f}, max {max(rates):.0f})")
+
+
+def ingest_once(args: argparse.Namespace) -> float:
     tmp = Path(tempfile.mkdtemp(prefix="lcbench-"))
     db = database(args.db, tmp)
     (tmp / "secret").write_text(SECRET)
@@ -144,6 +154,7 @@ def ingest(args: argparse.Namespace) -> None:
         print(f"ingest [{args.db}, {args.workers} worker(s), {clients}, {args.devices} devices]: "
               f"{args.count} reports in {elapsed:.1f} s = {args.count / elapsed:.0f} reports/s "
               f"({failures} failed)")
+        return args.count / elapsed
     finally:
         server.terminate()
         server.wait()
@@ -234,6 +245,52 @@ def summary(args: argparse.Namespace) -> None:
           f"({args.repeat} requests, HTTP in-process)")
 
 
+def commit_cost(args: argparse.Namespace) -> None:
+    """The storage path alone (Store.submit_batch, no HTTP), SQLite under
+    synchronous=NORMAL and FULL, same batches: what durability costs per
+    batch, without the HTTP stack's noise on a shared machine."""
+    from sqlalchemy import event
+
+    from leakcheck.collector import security
+    from leakcheck.collector.contract import ReportIn
+    from leakcheck.collector.db import make_engine
+    from leakcheck.collector.schema import migrate
+    from leakcheck.collector.store import Pending, Store
+
+    results: dict[str, list[float]] = {"NORMAL": [], "FULL": []}
+    for _ in range(args.runs):
+        for mode in results:
+            tmp = Path(tempfile.mkdtemp(prefix="lcbench-"))
+            engine = make_engine("sqlite:///" + str(tmp / "c.sqlite3"))
+
+            @event.listens_for(engine, "connect")
+            def _mode(dbapi_conn, _record, mode=mode) -> None:  # type: ignore[no-untyped-def]
+                dbapi_conn.execute(f"PRAGMA synchronous={mode}")  # after db.py's own listener
+            migrate(engine)
+            store = Store(engine)
+            tokens = [store.create_token("device", f"bench-{i}") for i in range(args.devices)]
+            with engine.begin() as conn:
+                for i in range(args.devices):
+                    conn.exec_driver_sql("INSERT INTO devices (device_id, hostname, os, os_version, instance, "
+                                         "enrolled_at, rl_window, rl_count) VALUES (?, ?, 'linux', 'x', ?, 0, 0, 0)",
+                                         (f"bench-{i}", f"bench-{i}", f"inst-{i}"))
+            now = datetime.now(timezone.utc)
+            docs = [report(f"bench-{i % args.devices}", now - timedelta(seconds=i), i % 7 == 0)
+                    for i in range(args.count)]
+            pending = [Pending(ReportIn.model_validate(d), json.dumps(d),
+                               security.token_hash(tokens[i % args.devices])) for i, d in enumerate(docs)]
+            conn = store.writer_connection()
+            start = time.perf_counter()
+            for k in range(0, len(pending), args.batch):
+                store.submit_batch(pending[k:k + args.batch], 10**9, 60, conn)
+            results[mode].append(args.count / (time.perf_counter() - start))
+            conn.close()
+            engine.dispose()
+    for mode, rates in results.items():
+        print(f"store [sqlite synchronous={mode}, batches of {args.batch}]: median {statistics.median(rates):.0f} "
+              f"reports/s over {len(rates)} runs ({', '.join(f'{r:.0f}' for r in rates)})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
@@ -246,13 +303,19 @@ def main() -> int:
                    help="one blocking http.client connection per process instead (older, heavier clients)")
     a.add_argument("--devices", type=int, default=200)
     a.add_argument("--count", type=int, default=10000)
+    a.add_argument("--runs", type=int, default=1, help="repeat, print every run and the median")
+    c = sub.add_parser("commit-cost")
+    c.add_argument("--devices", type=int, default=200)
+    c.add_argument("--count", type=int, default=4000)
+    c.add_argument("--batch", type=int, default=16, help="reports per transaction (group commit)")
+    c.add_argument("--runs", type=int, default=3)
     b = sub.add_parser("summary")
     b.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     b.add_argument("--reports", type=int, default=1_000_000)
     b.add_argument("--devices", type=int, default=20_000)
     b.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
-    (ingest if args.what == "ingest" else summary)(args)
+    {"ingest": ingest, "summary": summary, "commit-cost": commit_cost}[args.what](args)
     return 0
 
 

@@ -100,10 +100,11 @@ def leak_finding(fid: str = "dns.resolver-outside-tunnel", **evidence: Any) -> d
 
 
 def enroll(client: Any, device_id: str = "dev-1", hostname: str = "laptop-1",
-           instance: str = "instance-aaaaaaaaaaaa") -> str:
+           instance: str = "instance-aaaaaaaaaaaa", token: str | None = None) -> str:
     response = client.post("/api/v1/enroll", json={
         "secret": SECRET, "instance": instance,
-        "device": {"id": device_id, "hostname": hostname, "os": "linux", "os_version": "Debian 12"}})
+        "device": {"id": device_id, "hostname": hostname, "os": "linux", "os_version": "Debian 12"}},
+        headers=auth(token) if token else {})
     assert response.status_code == 201, response.text
     return response.json()["token"]
 

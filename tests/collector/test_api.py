@@ -97,9 +97,9 @@ def test_report_id_of_another_device_conflicts(client, table_counts):
     assert table_counts() == before
 
 
-def test_revoked_device_can_reenroll_from_same_install(client):
+def test_device_reenrolls_with_its_current_token(client):
     old = enroll(client)
-    new = enroll(client)  # same instance: re-enrollment replaces the token
+    new = enroll(client, token=old)  # re-enrollment with the current token replaces it
     assert client.post("/api/v1/reports", json=make_report(), headers=auth(old)).status_code == 401
     assert client.post("/api/v1/reports", json=make_report(), headers=auth(new)).status_code == 201
 

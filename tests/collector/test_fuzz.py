@@ -1,6 +1,6 @@
 """Fuzz every operation of the API from its own OpenAPI document
 (schemathesis + hypothesis), with real device and analyst tokens, over a
-real SQLite file. No input may cause a server error or break the service,
+real SQLite file and a real PostgreSQL. No input may cause a server error or break the service,
 and nothing a rejected request carried may be stored."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from tests.collector.conftest import SECRET
 
 
 @pytest.fixture
-def api_schema(tmp_path):  # type: ignore[no-untyped-def]
+def api_schema(db):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
     from leakcheck.collector.app import create_app
     from leakcheck.collector.settings import Settings
 
-    app = create_app(Settings(db=str(tmp_path / "fuzz.sqlite3"), enroll_secret=SECRET, rate_limit=100000))
+    app = create_app(Settings(db=db, enroll_secret=SECRET, rate_limit=100000))
     with TestClient(app) as client:
         enrolled = client.post("/api/v1/enroll", json={
             "secret": SECRET, "instance": "instance-fuzz-00000001",

@@ -7,12 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path
 
-from leakcheck.collector.deps import analyst_principal, get_settings, get_store
+from leakcheck.collector.deps import AUTH_RESPONSES, analyst_principal, get_settings, get_store
 from leakcheck.collector.settings import Settings
 from leakcheck.collector.store import Store
+from leakcheck.report import Contract
 
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"], dependencies=[Depends(analyst_principal)])
-DevicePath = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"], dependencies=[Depends(analyst_principal)],
+                   responses=AUTH_RESPONSES)
+DevicePath = Path(pattern=Contract.DEVICE_ID)
 
 
 @router.get("")

@@ -10,11 +10,12 @@ from typing import Iterator, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
-from leakcheck.collector.deps import analyst_principal, get_store
+from leakcheck.collector.deps import AUTH_RESPONSES, analyst_principal, get_store
 from leakcheck.collector.routes.findings import Since, Until, epoch
 from leakcheck.collector.store import Store
 
-router = APIRouter(prefix="/api/v1", tags=["export"], dependencies=[Depends(analyst_principal)])
+router = APIRouter(prefix="/api/v1", tags=["export"], dependencies=[Depends(analyst_principal)],
+                   responses=AUTH_RESPONSES)
 COLUMNS = ("report_id", "device_id", "started_at", "finished_at", "trigger", "verdict",
            "tunnel_state", "tunnel_kind", "agent_version", "reconnect_s")
 

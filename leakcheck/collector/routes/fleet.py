@@ -7,11 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from leakcheck.collector.deps import analyst_principal, get_settings, get_store
+from leakcheck.collector.deps import AUTH_RESPONSES, analyst_principal, get_settings, get_store
 from leakcheck.collector.settings import Settings
 from leakcheck.collector.store import Store
 
-router = APIRouter(prefix="/api/v1/fleet", tags=["fleet"], dependencies=[Depends(analyst_principal)])
+router = APIRouter(prefix="/api/v1/fleet", tags=["fleet"], dependencies=[Depends(analyst_principal)],
+                   responses=AUTH_RESPONSES)
 
 
 @router.get("/summary")

@@ -30,10 +30,12 @@ class Metrics:
             return dict(self._counts)
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses={503: {"description": "the database cannot be read or written"}})
 def health(store: Store = Depends(get_store)) -> Any:
+    """Ready only if a write commits: a collector on a full disk or a
+    read-only database would otherwise say ok and then fail every report."""
     try:
-        store.ping()
+        store.check_writable()
     except Exception as exc:  # any database failure means "not ready"
         return JSONResponse({"status": "error", "error": type(exc).__name__}, status_code=503)
     return {"status": "ok"}

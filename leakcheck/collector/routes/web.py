@@ -1,7 +1,10 @@
 """The fleet web page: overview and device pages, server-rendered HTML.
 
-Analysts sign in by pasting their read-only token; it is kept in an
-HttpOnly, SameSite=Strict cookie. Every value shown is escaped.
+Analysts sign in by pasting their read-only token; the cookie (HttpOnly,
+SameSite=Strict) then holds a random session id, stored only hashed and
+ended by sign-out, expiry or revoking the token, never the token itself.
+State-changing posts (sign in, sign out) must come from this site's own
+pages (Origin check). Every value shown is escaped.
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ from __future__ import annotations
 import time
 from html import escape
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from leakcheck.collector.deps import COOKIE, analyst_principal, get_settings, get_store
 from leakcheck.collector.settings import Settings
@@ -37,9 +40,20 @@ def _page(title: str, body: str) -> HTMLResponse:
 
 
 def _analyst_or_login(request: Request, store: Store) -> bool:
-    token = request.cookies.get(COOKIE)
-    principal = store.authenticate(token[:200]) if token else None
+    session = request.cookies.get(COOKIE)
+    principal = store.session_principal(session[:200]) if session else None
     return principal is not None and principal.kind == "analyst"
+
+
+def same_origin(request: Request) -> bool:
+    """A state-changing post must come from a page of this very site: its
+    Origin (or, lacking that, Referer) names the host the request was sent to."""
+    source = request.headers.get("origin") or request.headers.get("referer")
+    host = request.headers.get("host")
+    if not source or not host or source == "null":
+        return False
+    parts = urlsplit(source)
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
 
 
 @router.get("/login")
@@ -54,13 +68,27 @@ def login_form(error: str = "") -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request, store: Store = Depends(get_store),
                 settings: Settings = Depends(get_settings)) -> Response:
+    if not same_origin(request):
+        return PlainTextResponse("cross-origin sign-in refused", status_code=403)
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0].strip()[:200]
-    principal = store.authenticate(token) if token else None
-    if principal is None or principal.kind != "analyst":
+    session = store.create_session(token, settings.session_lifetime_s) if token else None
+    if session is None:
         return RedirectResponse("/login?error=1", status_code=303)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=settings.secure_cookies)
+    response.set_cookie(COOKIE, session, httponly=True, samesite="strict", secure=settings.secure_cookies,
+                        max_age=settings.session_lifetime_s)
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, store: Store = Depends(get_store)) -> Response:
+    if not same_origin(request):
+        return PlainTextResponse("cross-origin sign-out refused", status_code=403)
+    if request.cookies.get(COOKIE):
+        store.end_session(request.cookies[COOKIE][:200])
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE)
     return response
 
 
@@ -72,7 +100,8 @@ def overview(request: Request, store: Store = Depends(get_store),
     now = time.time()
     summary = store.summary(now, settings.device_interval_s, 30)
     devices = store.devices(now, settings.device_interval_s)
-    body = ["<h1>leakcheck fleet</h1>",
+    body = ["<form method=post action=/logout><button type=submit id=signout>Sign out</button></form>",
+            "<h1>leakcheck fleet</h1>",
             f"<p id=totals>{summary['devices']} devices; "
             f"<span class=leak>{summary['devices_per_verdict'].get('leak', 0)} leaking now</span>; "
             f"{summary['stale_devices']} stale</p>",
@@ -105,10 +134,22 @@ def device_page(device_id: str, request: Request, store: Store = Depends(get_sto
             f"{escape(str(view['tunnel_state']))} ({escape(str(view['tunnel_kind']))})</p>"
             f"<p>agent: spool depth {escape(str(agent['spool_depth']))}, dropped {escape(str(agent['dropped']))},"
             f" last upload {escape(str(agent['last_upload']))}, last error {escape(str(agent['last_error']))}</p>"
-            f"<h2>Current findings</h2><ul id=findings>{findings}</ul>"
+            + (f"<p class=warn id=clock>this device's clock is wrong: its latest report claimed to start "
+               f"{_num(view['clock_skew_s'])} s in the future (stored as received)</p>"
+               if view["clock_skew_s"] else "")
+            + _refused_list(view["refused_enrollments"])
+            + f"<h2>Current findings</h2><ul id=findings>{findings}</ul>"
             "<h2>History</h2><table id=history><tr><th>started</th><th>trigger</th><th>verdict</th>"
             f"<th>tunnel</th><th>reconnect s</th></tr>{rows}</table>")
     return _page(f"leakcheck: {view['hostname']}", body)
+
+
+def _refused_list(refused: list[dict[str, Any]]) -> str:
+    if not refused:
+        return ""
+    items = "".join(f"<li>{escape(str(r['seen_at']))}: {escape(r['reason'])} from {escape(r['hostname'])} "
+                    f"(installation {escape(r['instance'])})</li>" for r in refused)
+    return f"<h2>Refused enrollments</h2><ul id=refused class=warn>{items}</ul>"
 
 
 def _link(device: dict[str, Any]) -> str:

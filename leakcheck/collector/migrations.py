@@ -1,0 +1,148 @@
+"""The collector's schema history: each step's DDL, frozen, per dialect.
+
+A step is plain SQL for SQLite and for PostgreSQL, written once and never
+edited after release: a database created by any release upgrades through
+exactly the statements that later releases ran, whatever today's table
+definitions in schema.py say (those describe the newest schema, for
+queries; tests/collector/test_migrations.py checks the two agree).
+
+Steps 1 and 2 are, statement for statement, what the first release created
+with `metadata.create_all`. Add a step by appending to STEPS.
+"""
+
+from __future__ import annotations
+
+_V1 = """
+CREATE TABLE tokens (
+    id {serial} NOT NULL,
+    token_hash VARCHAR(64) NOT NULL,
+    kind VARCHAR(16) NOT NULL,
+    device_id VARCHAR(128),
+    label VARCHAR(200) NOT NULL,
+    created_at FLOAT NOT NULL,
+    revoked_at FLOAT,
+    PRIMARY KEY (id),
+    UNIQUE (token_hash)
+);
+CREATE TABLE devices (
+    device_id VARCHAR(128) NOT NULL,
+    hostname VARCHAR(253) NOT NULL,
+    os VARCHAR(64) NOT NULL,
+    os_version TEXT NOT NULL,
+    instance VARCHAR(128) NOT NULL,
+    enrolled_at FLOAT NOT NULL,
+    last_seen FLOAT,
+    last_report_id VARCHAR(36),
+    last_started_at FLOAT,
+    last_verdict VARCHAR(8),
+    last_trigger VARCHAR(16),
+    tunnel_state VARCHAR(8),
+    tunnel_kind VARCHAR(16),
+    agent_version VARCHAR(64),
+    spool_depth INTEGER,
+    dropped INTEGER,
+    last_upload VARCHAR(40),
+    last_error TEXT,
+    reconnect_s FLOAT,
+    rl_window BIGINT NOT NULL,
+    rl_count INTEGER NOT NULL,
+    PRIMARY KEY (device_id)
+);
+CREATE TABLE reports (
+    report_id VARCHAR(36) NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    received_at FLOAT NOT NULL,
+    started_at FLOAT NOT NULL,
+    finished_at FLOAT NOT NULL,
+    "trigger" VARCHAR(16) NOT NULL,
+    verdict VARCHAR(8) NOT NULL,
+    tunnel_state VARCHAR(8) NOT NULL,
+    tunnel_kind VARCHAR(16) NOT NULL,
+    agent_version VARCHAR(64) NOT NULL,
+    reconnect_s FLOAT,
+    body TEXT NOT NULL,
+    PRIMARY KEY (report_id)
+);
+CREATE INDEX ix_reports_device_started ON reports (device_id, started_at);
+CREATE INDEX ix_reports_started ON reports (started_at);
+CREATE TABLE findings (
+    id {bigserial} NOT NULL,
+    report_id VARCHAR(36) NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    probe VARCHAR(64) NOT NULL,
+    finding_id VARCHAR(128) NOT NULL,
+    severity VARCHAR(8) NOT NULL,
+    summary TEXT NOT NULL,
+    started_at FLOAT NOT NULL,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_findings_fid_time ON findings (finding_id, started_at);
+CREATE INDEX ix_findings_probe_time ON findings (probe, started_at);
+CREATE INDEX ix_findings_report ON findings (report_id);
+CREATE INDEX ix_findings_time ON findings (started_at);
+CREATE TABLE current_findings (
+    device_id VARCHAR(128) NOT NULL,
+    finding_id VARCHAR(128) NOT NULL,
+    probe VARCHAR(64) NOT NULL,
+    CONSTRAINT uq_current_findings UNIQUE (device_id, finding_id)
+);
+CREATE INDEX ix_current_findings_fid ON current_findings (finding_id);
+CREATE TABLE daily_verdicts (
+    day VARCHAR(10) NOT NULL,
+    verdict VARCHAR(8) NOT NULL,
+    reports BIGINT NOT NULL,
+    CONSTRAINT uq_daily_verdicts UNIQUE (day, verdict)
+);
+CREATE TABLE schema_version (
+    version INTEGER NOT NULL
+);
+"""
+
+_V2 = """
+CREATE TABLE clone_events (
+    id {serial} NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    hostname VARCHAR(253) NOT NULL,
+    instance VARCHAR(128) NOT NULL,
+    seen_at FLOAT NOT NULL,
+    PRIMARY KEY (id)
+);
+"""
+
+# Issue 9: clock skew, per-device storage budget, quarantine count, why an
+# enrollment was refused, web sessions, the health check's write target.
+_V3 = """
+ALTER TABLE devices ADD COLUMN clock_skew_s FLOAT;
+ALTER TABLE devices ADD COLUMN quarantined INTEGER;
+ALTER TABLE devices ADD COLUMN budget_day BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN budget_bytes BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE clone_events ADD COLUMN reason VARCHAR(32) NOT NULL DEFAULT 'clone';
+CREATE INDEX ix_clone_events_device ON clone_events (device_id, seen_at);
+CREATE TABLE sessions (
+    session_hash VARCHAR(64) NOT NULL,
+    token_id INTEGER NOT NULL,
+    created_at FLOAT NOT NULL,
+    expires_at FLOAT NOT NULL,
+    PRIMARY KEY (session_hash)
+);
+CREATE TABLE health (
+    id INTEGER NOT NULL,
+    checked_at FLOAT NOT NULL,
+    PRIMARY KEY (id)
+);
+INSERT INTO health (id, checked_at) VALUES (1, 0);
+"""
+
+_TYPES = {"sqlite": {"serial": "INTEGER", "bigserial": "INTEGER"},
+          "postgresql": {"serial": "SERIAL", "bigserial": "BIGSERIAL"}}
+
+# Step number -> dialect -> DDL. The only per-dialect difference in these
+# steps is how an auto-incrementing key is spelled.
+STEPS: dict[int, dict[str, str]] = {
+    number: {dialect: ddl.format(**types) for dialect, types in _TYPES.items()}
+    for number, ddl in ((1, _V1), (2, _V2), (3, _V3))
+}
+
+
+def statements(number: int, dialect: str) -> list[str]:
+    return [s.strip() for s in STEPS[number][dialect].split(";") if s.strip()]

@@ -1,0 +1,155 @@
+"""The collector schema as first released (main at 6b003cc, leakcheck/collector/schema.py,
+copied verbatim below this docstring): the migration test builds a database with it,
+exactly as deployed collectors did, and upgrades that database. Never edit."""
+
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sqlalchemy import (BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint, text)
+from sqlalchemy.engine import Connection, Engine
+
+metadata = MetaData()
+
+# Times are stored as UTC epoch seconds (float): cheap range scans and the
+# same comparison semantics on both databases.
+tokens = Table(
+    "tokens", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # device | analyst
+    Column("device_id", String(128), nullable=True),
+    Column("label", String(200), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+devices = Table(
+    "devices", metadata,
+    Column("device_id", String(128), primary_key=True),
+    Column("hostname", String(253), nullable=False),
+    Column("os", String(64), nullable=False),
+    Column("os_version", Text, nullable=False),
+    Column("instance", String(128), nullable=False),
+    Column("enrolled_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=True),
+    # Latest report (by started_at), kept here so fleet views never scan reports.
+    Column("last_report_id", String(36), nullable=True),
+    Column("last_started_at", Float, nullable=True),
+    Column("last_verdict", String(8), nullable=True),
+    Column("last_trigger", String(16), nullable=True),
+    Column("tunnel_state", String(8), nullable=True),
+    Column("tunnel_kind", String(16), nullable=True),
+    Column("agent_version", String(64), nullable=True),
+    Column("spool_depth", Integer, nullable=True),
+    Column("dropped", Integer, nullable=True),
+    Column("last_upload", String(40), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("reconnect_s", Float, nullable=True),
+    # Rate limiting lives in the database so stateless replicas share it.
+    Column("rl_window", BigInteger, nullable=False, default=0),
+    Column("rl_count", Integer, nullable=False, default=0),
+)
+
+reports = Table(
+    "reports", metadata,
+    Column("report_id", String(36), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("verdict", String(8), nullable=False),
+    Column("tunnel_state", String(8), nullable=False),
+    Column("tunnel_kind", String(16), nullable=False),
+    Column("agent_version", String(64), nullable=False),
+    Column("reconnect_s", Float, nullable=True),
+    Column("body", Text, nullable=False),  # the submitted document, verbatim JSON
+    Index("ix_reports_device_started", "device_id", "started_at"),
+    Index("ix_reports_started", "started_at"),
+)
+
+findings = Table(
+    "findings", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("report_id", String(36), nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("probe", String(64), nullable=False),
+    Column("finding_id", String(128), nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Index("ix_findings_fid_time", "finding_id", "started_at"),
+    Index("ix_findings_probe_time", "probe", "started_at"),
+    Index("ix_findings_time", "started_at"),
+    Index("ix_findings_report", "report_id"),
+)
+
+# Findings of each device's latest report: "devices per finding id" without a scan.
+current_findings = Table(
+    "current_findings", metadata,
+    Column("device_id", String(128), nullable=False),
+    Column("finding_id", String(128), nullable=False),
+    Column("probe", String(64), nullable=False),
+    UniqueConstraint("device_id", "finding_id", name="uq_current_findings"),
+    Index("ix_current_findings_fid", "finding_id"),
+)
+
+# Reports per (UTC day, verdict), counted in the submitting transaction.
+daily_verdicts = Table(
+    "daily_verdicts", metadata,
+    Column("day", String(10), nullable=False),
+    Column("verdict", String(8), nullable=False),
+    Column("reports", BigInteger, nullable=False, default=0),
+    UniqueConstraint("day", "verdict", name="uq_daily_verdicts"),
+)
+
+# Enrollments refused because the device id is already held by another install.
+clone_events = Table(
+    "clone_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(128), nullable=False),
+    Column("hostname", String(253), nullable=False),
+    Column("instance", String(128), nullable=False),
+    Column("seen_at", Float, nullable=False),
+)
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("version", Integer, nullable=False),
+)
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[tokens, devices, reports, findings, current_findings,
+                                      daily_verdicts, schema_version])
+
+
+def _v2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[clone_events])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+
+
+def current_version(conn: Connection) -> int:
+    if not conn.dialect.has_table(conn, "schema_version"):
+        return 0
+    return int(conn.execute(text("SELECT COALESCE(MAX(version), 0) FROM schema_version")).scalar())
+
+
+def migrate(engine: Engine) -> int:
+    """Apply missing migrations; returns the version now in force."""
+    # On SQLite `immediate` makes the transaction BEGIN IMMEDIATE (see db.py).
+    with engine.execution_options(immediate=True).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Any constant works; it only serialises leakcheck migrations.
+            conn.execute(text("SELECT pg_advisory_xact_lock(7345001)"))
+        version = current_version(conn)
+        for number, step in enumerate(MIGRATIONS, start=1):
+            if number > version:
+                step(conn)
+                conn.execute(schema_version.insert().values(version=number))
+    return len(MIGRATIONS)
