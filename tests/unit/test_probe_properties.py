@@ -1,0 +1,179 @@
+"""No probe can crash on real input (issue 8, point 4).
+
+Every built-in probe is fed whole generated network states
+(tests/unit/strategies.py: tunnels of every kind, rules, routes in several
+tables, xfrm, firewalls, resolvers of every kind, sockets, odd configs)
+with `ModelKernel` answering the route lookups the way Linux's FIB does.
+Each result must be well formed (declared finding ids, contract
+severities, JSON evidence, a status in the allowed set, no exception) and
+the whole report must validate against the collector's strict model of
+`leakcheck.report/1`. A few semantic properties can fail on a wrong
+verdict, not only on a crash.
+
+Profiles: `ci` (default, derandomized, runs in well under a minute) and
+`deep` (HYPOTHESIS_PROFILE=deep, many more random examples) for hunting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from leakcheck import config
+from leakcheck.addrspace import first_public_address
+from leakcheck.collector.contract import ReportIn
+from leakcheck.errors import ProbeSkipped
+from leakcheck.netstate import MAIN_TABLE, NetState, Route
+from leakcheck.oracle import Oracle
+from leakcheck.probe import Probe, ProbeContext
+from leakcheck.registry import discover
+from leakcheck.report import (Effect, Finding, ProbeResult, Report, Severity, Status, TunnelSummary,
+                              status_from_findings, utcnow)
+from leakcheck.runner import run_all
+from leakcheck.tunnel import detect
+from tests.unit.strategies import World, clean_full_tunnels, histories, worlds
+
+COMMON = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.filter_too_much,
+                                                                    HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=40, derandomize=True, **COMMON)
+settings.register_profile("deep", max_examples=2000, **COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+BUILTIN = discover(include_entry_points=False)
+# reconnect runs in passive mode: the contexts below never allow the disruptive cut.
+PROBES = ["routes", "split", "dns", "ipv6", "perapp", "tethering", "reconnect"]
+STATUSES = {s.value for s in Status}
+SEVERITIES = {s.value for s in Severity}
+
+
+def context(world: World, state_dir: str, *, is_root: bool = False, state: NetState | None = None) -> ProbeContext:
+    from tests.unit.strategies import ModelKernel
+
+    state = state if state is not None else world.state
+    cfg = config.from_mapping({**world.config, "agent": {"state_dir": state_dir}})
+    tunnel = detect(state, cfg)
+    oracle = Oracle(state, tunnel, ModelKernel(state))
+    return ProbeContext(config=cfg, state=state, tunnel=tunnel, oracle=oracle, is_root=is_root,
+                        disruptive=False, active=False)
+
+
+def run_probe(probe: type[Probe], ctx: ProbeContext) -> ProbeResult:
+    """The probe's own result, exceptions not contained (a crash fails the property)."""
+    try:
+        findings = probe().run(ctx)
+    except ProbeSkipped as exc:
+        assert isinstance(exc.reason, str) and exc.reason, "a skip carries its reason"
+        return ProbeResult(probe.name, Status.SKIP, 0)
+    return ProbeResult(probe.name, status_from_findings(findings), 0, findings)
+
+
+def assert_well_formed(probe: type[Probe], result: ProbeResult) -> None:
+    assert result.status.value in STATUSES
+    assert isinstance(result.findings, list)
+    for finding in result.findings:
+        assert isinstance(finding, Finding)
+        assert finding.id in probe.finding_ids, f"{finding.id} is not declared by {probe.name}"
+        assert finding.severity.value in SEVERITIES and isinstance(finding.effect, Effect)
+        assert isinstance(finding.summary, str) and finding.summary.strip()
+        assert isinstance(finding.recommendation, str) and isinstance(finding.guidance, str)
+        assert isinstance(finding.evidence, dict)
+        json.dumps(finding.evidence, allow_nan=False)  # no default=: evidence must already be JSON
+
+
+def write_history(state_dir: str, history: list) -> None:
+    Path(state_dir, "tunnel-history.json").write_text(json.dumps(history))
+
+
+@pytest.mark.parametrize("name", PROBES)
+@given(world=worlds(), is_root=st.booleans(), history=histories())
+def test_any_state_gives_a_well_formed_result(name: str, world: World, is_root: bool, history: list) -> None:
+    probe = BUILTIN[name]
+    with tempfile.TemporaryDirectory() as state_dir:
+        write_history(state_dir, history)
+        result = run_probe(probe, context(world, state_dir, is_root=is_root))
+    assert_well_formed(probe, result)
+
+
+@given(world=worlds(), history=histories())
+@settings(max_examples=15)
+def test_the_whole_report_validates_against_the_contract(world: World, history: list) -> None:
+    with tempfile.TemporaryDirectory() as state_dir:
+        write_history(state_dir, history)
+        ctx = context(world, state_dir)
+        started = utcnow()
+        results = run_all([BUILTIN[n] for n in PROBES], ctx)
+    report = Report(report_id=str(uuid.uuid4()), agent_version="0.0.0",
+                    device={"id": "device-1", "hostname": "laptop", "os": "linux", "os_version": "test"},
+                    started_at=started, finished_at=utcnow(), trigger="manual", tunnel=ctx.tunnel.summary(),
+                    probes=results)
+    doc = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    ReportIn.model_validate(doc)
+    errors = {r.probe: r.error for r in results if r.status is Status.ERROR}
+    assert not errors, f"probes failed: {errors}"
+
+
+# ---------------------------------------------------------------- semantic properties
+
+def leaks(result: ProbeResult) -> list[str]:
+    return [f.id for f in result.findings if f.effect is Effect.LEAK]
+
+
+PUBLIC_CANARIES = st.fixed_dictionaries({
+    "ipv4": st.sampled_from([["198.51.100.1"], ["1.1.1.1", "8.8.8.8"], []]),
+    "ipv6": st.sampled_from([["2606:4700:4700::1111"], ["2001:db8:1::1"], []]),
+    "active": st.just(False)})
+
+
+@given(world=clean_full_tunnels(), canaries=PUBLIC_CANARIES)
+def test_a_tunnel_that_is_the_only_default_path_never_leaks_in_routes_or_split(world: World, canaries: dict) -> None:
+    world.config["canaries"] = canaries
+    with tempfile.TemporaryDirectory() as state_dir:
+        ctx = context(world, state_dir)
+        assert ctx.tunnel.up
+        for name in ("routes", "split"):
+            assert leaks(run_probe(BUILTIN[name], ctx)) == [], name
+
+
+@st.composite
+def public_more_specific(draw: st.DrawFn, family: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    bits = 32 if family == 4 else 128
+    value = draw(st.integers(0, (1 << bits) - 1))
+    prefixlen = draw(st.integers(2, bits))
+    cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    prefix = ipaddress.ip_network(f"{cls(value)}/{prefixlen}", strict=False)
+    assume(first_public_address(prefix) is not None)
+    return prefix
+
+
+@given(world=clean_full_tunnels(), canaries=PUBLIC_CANARIES, data=st.data())
+def test_a_public_more_specific_route_on_the_uplink_always_leaks(world: World, canaries: dict,
+                                                                 data: st.DataObject) -> None:
+    """Nothing blocks it (no firewall, no xfrm policy covers it): routes and split both say leak."""
+    state = world.state
+    uplinks = [n for n in world.uplinks if (link := state.link(n)) is not None and link.usable]
+    assume(uplinks and world.carries and not state.xfrm_policies)
+    family = data.draw(st.sampled_from(world.carries))
+    uplink = data.draw(st.sampled_from(uplinks))
+    prefix = data.draw(public_more_specific(family))
+    assume(not (prefix.prefixlen == prefix.max_prefixlen and str(prefix.network_address) == world.endpoint))
+    hop = replace(next(r for r in state.routes if r.table == 255 and uplink in r.ifnames).nexthops[0],
+                  gateway=world.gateways.get((uplink, family)))
+    pushed = Route(prefix, MAIN_TABLE, "unicast", "dhcp", 0, (hop,))
+    assume(all((r.dst, r.table) != (prefix, MAIN_TABLE) for r in state.routes))
+    world.config["canaries"] = canaries
+    with tempfile.TemporaryDirectory() as state_dir:
+        ctx = context(world, state_dir, state=replace(state, routes=state.routes + (pushed,)))
+        routes = leaks(run_probe(BUILTIN["routes"], ctx))
+        split = leaks(run_probe(BUILTIN["split"], ctx))
+    assert set(routes) & {"routes.more-specific-route-outside-tunnel", "routes.public-local-network"}, routes
+    assert "split.prefixes-outside-tunnel" in split, split
