@@ -48,7 +48,8 @@ class DnsProbe(Probe):
         local = [r for r in resolvers if r.address.is_loopback]
         remote = [r for r in resolvers if not r.address.is_loopback]
         observed = self._active_query(ctx)
-        findings = [self._local_finding(ctx, r, observed) for r in local]
+        # a local stub's note is None when the active lookup already showed where queries go
+        findings = [f for f in (self._local_finding(ctx, r, observed) for r in local) if f is not None]
         queries = [ctx.oracle.query(r.address, ipproto=UDP, dport=DNS_PORT) for r in remote]
         for resolver, egress in zip(remote, ctx.oracle.egress_many(queries)):
             finding = self._judge(ctx, resolver, egress, observed)
