@@ -237,11 +237,13 @@ def public_prefixes(family: int) -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def uplinks(draw: st.DrawFn, b: Builder, world: World) -> None:
-    """0-2 physical ways to the internet: Ethernet and Wi-Fi, IPv4 and/or IPv6."""
-    names = draw(st.lists(st.sampled_from(["eth0", "wlan0"]), max_size=2, unique=True))
+def uplinks(draw: st.DrawFn, b: Builder, world: World, clean: bool = False) -> None:
+    """0-2 physical ways to the internet: Ethernet and Wi-Fi, IPv4 and/or IPv6
+    (`clean`: at least one, all up)."""
+    names = draw(st.lists(st.sampled_from(["eth0", "wlan0"]), min_size=int(clean), max_size=2, unique=True))
     for i, name in enumerate(names):
-        b.link(name, draw(st.sampled_from([None, "veth"])), oper=draw(st.sampled_from(["UP", "UP", "DOWN"])))
+        b.link(name, draw(st.sampled_from([None, "veth"])),
+               oper="UP" if clean else draw(st.sampled_from(["UP", "UP", "DOWN"])))
         if name.startswith("wlan"):
             b.details.append(LinkDetail(name, devtype="wlan", wireless_mode="managed"))
         world.uplinks.append(name)
@@ -271,8 +273,9 @@ def _via_uplink(b: Builder, world: World, family: int) -> tuple[Nexthop, ...]:
 
 @st.composite
 def tunnel(draw: st.DrawFn, b: Builder, world: World, kinds: tuple[str, ...] = TUNNEL_KINDS,
-           styles: tuple[str, ...] = ROUTING_STYLES) -> None:
-    """A tunnel of any kind, up or down, carrying IPv4, IPv6 or both, routed its own way."""
+           styles: tuple[str, ...] = ROUTING_STYLES, clean: bool = False) -> None:
+    """A tunnel of any kind, up or down, carrying IPv4, IPv6 or both, routed its own way
+    (`clean`: up, with an address, no xfrm policies beside an interface tunnel)."""
     kind = draw(st.sampled_from(kinds))
     world.tunnel_kind = kind
     if kind == "none":
@@ -285,10 +288,10 @@ def tunnel(draw: st.DrawFn, b: Builder, world: World, kinds: tuple[str, ...] = T
         _policy_ipsec(draw, b, world, families, endpoint)
         return
     name, link_kind = TUNNEL_LINKS[kind]
-    up = draw(st.sampled_from([True, True, True, False]))
+    up = clean or draw(st.sampled_from([True, True, True, False]))
     b.link(name, link_kind, admin_up=up, oper=draw(st.sampled_from(["UNKNOWN", "UP"])) if up else "DOWN")
     world.tunnel_name = name
-    has_address = draw(st.sampled_from([True, True, True, False]))
+    has_address = clean or draw(st.sampled_from([True, True, True, False]))
     if has_address:
         if 4 in families:
             b.address(name, draw(st.sampled_from(["10.66.0.2/32", "10.66.0.2/24", "100.96.0.2/16"])))
@@ -300,7 +303,7 @@ def tunnel(draw: st.DrawFn, b: Builder, world: World, kinds: tuple[str, ...] = T
         allowed = tuple(p for f in families for p in (("0.0.0.0/0",) if f == 4 else ("::/0",)))
         b.wireguard.append(WireGuardInfo(name, draw(st.sampled_from([None, WG_TABLE])), (endpoint,), allowed,
                                          handshake))
-    if kind in ("xfrm", "vti") and draw(st.booleans()):
+    if kind in ("xfrm", "vti") and not clean and draw(st.booleans()):
         src = next((str(a.address) for a in b.addresses if a.ifname in world.uplinks
                     and a.address.version == endpoint_family and a.scope == 0), "0.0.0.0")
         for f in families:
@@ -605,14 +608,16 @@ def histories(draw: st.DrawFn) -> list[Any]:
 
 
 @st.composite
-def worlds(draw: st.DrawFn, kinds: tuple[str, ...] = TUNNEL_KINDS, extras: bool = True,
+def worlds(draw: st.DrawFn, kinds: tuple[str, ...] = TUNNEL_KINDS, clean: bool = False,
            styles: tuple[str, ...] = ROUTING_STYLES) -> World:
-    """A whole network state. `extras=False` leaves out the random routes, rules,
-    xfrm policies and downstream links (the clean base the semantic properties edit)."""
+    """A whole network state. `clean` leaves out the random routes, rules, xfrm
+    policies, firewall, sockets and downstream links, keeps the uplinks and the
+    tunnel up (the base the semantic properties edit)."""
     b = Builder()
     world = World(NetState(), {})
-    draw(uplinks(b, world))
-    draw(tunnel(b, world, kinds, styles))
+    draw(uplinks(b, world, clean))
+    draw(tunnel(b, world, kinds, styles, clean))
+    extras = not clean
     if extras:
         draw(downstream(b, world))
         draw(odd_routes_and_rules(b, world))
@@ -629,9 +634,8 @@ def worlds(draw: st.DrawFn, kinds: tuple[str, ...] = TUNNEL_KINDS, extras: bool 
 def clean_full_tunnels(draw: st.DrawFn) -> World:
     """An interface tunnel that is up and is the only default path of every family it
     carries, with nothing more specific on a physical link than the (private) LAN."""
-    world = draw(worlds(kinds=("wireguard", "wireguard-go", "tun", "tap", "ppp", "xfrm", "vti"), extras=False,
-                        styles=("main-default", "def1", "wg-quick"))
-                 .filter(lambda w: w.tunnel_up and bool(w.uplinks)))
+    world = draw(worlds(kinds=("wireguard", "wireguard-go", "tun", "tap", "ppp", "xfrm", "vti"), clean=True,
+                        styles=("main-default", "def1", "wg-quick")))
     state = world.state
     keep = []
     for route in state.routes:

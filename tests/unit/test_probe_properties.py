@@ -50,7 +50,7 @@ COMMON = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.t
 settings.register_profile("ci", max_examples=30, derandomize=True, **COMMON)
 settings.register_profile("deep", max_examples=1000, **COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-EXAMPLES = settings().max_examples * 2  # each example runs every probe
+EXAMPLES = settings().max_examples * 2  # the two crash properties: each example runs every probe
 
 BUILTIN = discover(include_entry_points=False)
 # reconnect runs in passive mode: the contexts below never allow the disruptive cut.
@@ -201,7 +201,7 @@ def test_a_tunnel_that_is_the_only_default_path_never_leaks_in_routes_or_split(w
     world.config["canaries"] = canaries
     with tempfile.TemporaryDirectory() as state_dir:
         ctx = context(world, state_dir)
-        assert ctx.tunnel.up
+        assert ctx.tunnel.up, "clean_full_tunnels builds an up tunnel"
         for name in ("routes", "split"):
             assert leaks(run_probe(BUILTIN[name], ctx)) == [], name
 
