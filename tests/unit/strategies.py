@@ -401,6 +401,12 @@ def odd_routes_and_rules(draw: st.DrawFn, b: Builder, world: World) -> None:
         goto = draw(st.integers(priority + 1, 32766)) if action == "goto" else None
         b.rules.append(Rule(family, priority, action, draw(st.sampled_from(tables)), goto=goto, **selectors))
         world.extras.append(f"rule:{action}:{','.join(sorted(selectors))}")
+    if draw(st.integers(0, 7)) == 0:
+        # links, addresses and routes are separate dumps: a link can vanish in between
+        family = draw(st.sampled_from([4, 6]))
+        b.route(draw(public_prefixes(family)), protocol="static", hops=(Nexthop(99, None, None),))
+        b.addresses.append(Address(98, "gone0", addr("192.0.2.99" if family == 4 else "2001:db8:99::1"), 24, 0))
+        world.extras.append("vanished-link")
     for _ in range(draw(st.integers(0, 2))):
         family = draw(st.sampled_from([4, 6]))
         b.xfrm.append(XfrmPolicy(draw(st.sampled_from(["out", "in", "fwd"])), draw(public_prefixes(family)),
@@ -579,9 +585,11 @@ def activities(draw: st.DrawFn, b: Builder, world: World) -> Activity | None:
 
 def configs(draw: st.DrawFn, world: World) -> dict[str, Any]:
     """The config a user might write: default, empty or odd canaries, exceptions, split policy."""
+    # odd ones too: a LAN address, this host's own address, the VPN server
     ipv4 = draw(st.sampled_from([None, [], ["198.51.100.1"], ["1.1.1.1", "8.8.8.8"], ["10.66.0.1"],
-                                 ["192.168.100.1", "9.9.9.9"]]))
-    ipv6 = draw(st.sampled_from([None, [], ["2606:4700:4700::1111"], ["2001:db8:1::1"], ["fd66::1"]]))
+                                 ["192.168.100.1", "9.9.9.9"], ["192.168.100.10"], ["203.0.113.7"]]))
+    ipv6 = draw(st.sampled_from([None, [], ["2606:4700:4700::1111"], ["2001:db8:1::1"], ["fd66::1"],
+                                 ["2001:db8:100::10", "2001:db8:ffff::7"]]))
     canaries: dict[str, Any] = {"active": False}
     if ipv4 is not None:
         canaries["ipv4"] = ipv4
@@ -592,7 +600,7 @@ def configs(draw: st.DrawFn, world: World) -> dict[str, Any]:
               "allow_split": draw(st.booleans())}
     cfg: dict[str, Any] = {"canaries": canaries, "policy": policy}
     if draw(st.integers(0, 5)) == 0:
-        cfg["tunnel"] = {"interfaces": draw(st.sampled_from([["tun*"], ["eth0"], ["nothing*"]]))}
+        cfg["tunnel"] = {"interfaces": draw(st.sampled_from([["tun*"], ["eth0"], ["nothing*"], ["*"], ["lo"]]))}
     return cfg
 
 
