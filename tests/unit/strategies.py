@@ -219,6 +219,7 @@ TUNNEL_KINDS = ("wireguard", "wireguard-go", "tun", "tap", "ppp", "xfrm", "vti",
 TUNNEL_LINKS = {"wireguard": ("wg0", "wireguard"), "wireguard-go": ("wg0", "tun"), "tun": ("tun0", "tun"),
                 "tap": ("tap0", "tun"), "ppp": ("ppp0", "ppp"), "xfrm": ("ipsec0", "xfrm"),
                 "vti": ("vti0", "vti")}
+INTERFACE_TUNNELS = ("wireguard", "wireguard-go", "tun", "tap", "ppp", "xfrm", "vti")
 ROUTING_STYLES = ("main-default", "def1", "wg-quick", "split", "nothing")
 ENDPOINTS = {4: "203.0.113.7", 6: "2001:db8:ffff::7"}
 
@@ -616,16 +617,16 @@ def histories(draw: st.DrawFn) -> list[Any]:
 
 
 @st.composite
-def worlds(draw: st.DrawFn, kinds: tuple[str, ...] = TUNNEL_KINDS, clean: bool = False,
+def worlds(draw: st.DrawFn, kinds: tuple[str, ...] = TUNNEL_KINDS, extras: bool = True, up: bool = False,
            styles: tuple[str, ...] = ROUTING_STYLES) -> World:
-    """A whole network state. `clean` leaves out the random routes, rules, xfrm
-    policies, firewall, sockets and downstream links, keeps the uplinks and the
-    tunnel up (the base the semantic properties edit)."""
+    """A whole network state. `extras=False` leaves out the random routes, rules,
+    xfrm policies, firewall, sockets and downstream links; `up` keeps at least
+    one uplink and the tunnel up, with no xfrm policy beside an interface tunnel
+    (what the semantic properties edit)."""
     b = Builder()
     world = World(NetState(), {})
-    draw(uplinks(b, world, clean))
-    draw(tunnel(b, world, kinds, styles, clean))
-    extras = not clean
+    draw(uplinks(b, world, up))
+    draw(tunnel(b, world, kinds, styles, up))
     if extras:
         draw(downstream(b, world))
         draw(odd_routes_and_rules(b, world))
@@ -642,8 +643,7 @@ def worlds(draw: st.DrawFn, kinds: tuple[str, ...] = TUNNEL_KINDS, clean: bool =
 def clean_full_tunnels(draw: st.DrawFn) -> World:
     """An interface tunnel that is up and is the only default path of every family it
     carries, with nothing more specific on a physical link than the (private) LAN."""
-    world = draw(worlds(kinds=("wireguard", "wireguard-go", "tun", "tap", "ppp", "xfrm", "vti"), clean=True,
-                        styles=("main-default", "def1", "wg-quick")))
+    world = draw(worlds(kinds=INTERFACE_TUNNELS, extras=False, up=True, styles=("main-default", "def1", "wg-quick")))
     state = world.state
     keep = []
     for route in state.routes:

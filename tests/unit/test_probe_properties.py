@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from leakcheck import config
@@ -41,13 +41,13 @@ from leakcheck.probe import Probe, ProbeContext
 from leakcheck.registry import discover
 from leakcheck.report import Effect, Finding, ProbeResult, Report, Severity, Status, status_from_findings, utcnow
 from leakcheck.runner import run_all
-from leakcheck.tunnel import detect
-from tests.unit.strategies import ModelKernel, World, clean_full_tunnels, histories, worlds
+from leakcheck.tunnel import detect, family_gap
+from tests.unit.strategies import INTERFACE_TUNNELS, ModelKernel, World, clean_full_tunnels, histories, worlds
 
 COMMON = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow,
                                                                     HealthCheck.filter_too_much,
                                                                     HealthCheck.data_too_large])
-settings.register_profile("ci", max_examples=30, derandomize=True, **COMMON)
+settings.register_profile("ci", max_examples=25, derandomize=True, **COMMON)
 settings.register_profile("deep", max_examples=1000, **COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 EXAMPLES = settings().max_examples * 2  # the two crash properties: each example runs every probe
@@ -209,12 +209,26 @@ def test_a_tunnel_that_is_the_only_default_path_never_leaks_in_routes_or_split(w
 @st.composite
 def public_more_specific(draw: st.DrawFn, family: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     bits = 32 if family == 4 else 128
-    value = draw(st.integers(0, (1 << bits) - 1))
-    prefixlen = draw(st.integers(2, bits))
+    if family == 4:  # 1.0.0.0 - 223.255.255.255: unicast, mostly public
+        value = draw(st.integers(1 << 24, (224 << 24) - 1))
+    else:  # inside 2000::/3, global unicast
+        value = (1 << 125) | draw(st.integers(0, (1 << 125) - 1))
+    prefixlen = draw(st.integers(2 if family == 4 else 3, bits))
     cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
     prefix = ipaddress.ip_network(f"{cls(value)}/{prefixlen}", strict=False)
     assume(first_public_address(prefix) is not None)
     return prefix
+
+
+def push_route(data: st.DataObject, world: World, family: int, uplink: str) -> NetState:
+    """The state with a public, more specific route on the uplink (a DHCP option 121 push)."""
+    state = world.state
+    prefix = data.draw(public_more_specific(family))
+    assume(not (prefix.prefixlen == prefix.max_prefixlen and str(prefix.network_address) == world.endpoint))
+    assume(all((r.dst, r.table) != (prefix, MAIN_TABLE) for r in state.routes))
+    hop = replace(next(r for r in state.routes if r.table == 255 and uplink in r.ifnames).nexthops[0],
+                  gateway=world.gateways.get((uplink, family)))
+    return replace(state, routes=state.routes + (Route(prefix, MAIN_TABLE, "unicast", "dhcp", 0, (hop,)),))
 
 
 @given(world=clean_full_tunnels(), canaries=PUBLIC_CANARIES, data=st.data())
@@ -225,17 +239,41 @@ def test_a_public_more_specific_route_on_the_uplink_always_leaks(world: World, c
     uplinks = [n for n in world.uplinks if (link := state.link(n)) is not None and link.usable]
     assume(uplinks and world.carries and not state.xfrm_policies)
     family = data.draw(st.sampled_from(world.carries))
-    uplink = data.draw(st.sampled_from(uplinks))
-    prefix = data.draw(public_more_specific(family))
-    assume(not (prefix.prefixlen == prefix.max_prefixlen and str(prefix.network_address) == world.endpoint))
-    hop = replace(next(r for r in state.routes if r.table == 255 and uplink in r.ifnames).nexthops[0],
-                  gateway=world.gateways.get((uplink, family)))
-    pushed = Route(prefix, MAIN_TABLE, "unicast", "dhcp", 0, (hop,))
-    assume(all((r.dst, r.table) != (prefix, MAIN_TABLE) for r in state.routes))
+    pushed = push_route(data, world, family, data.draw(st.sampled_from(uplinks)))
     world.config["canaries"] = canaries
     with tempfile.TemporaryDirectory() as state_dir:
-        ctx = context(world, state_dir, state=replace(state, routes=state.routes + (pushed,)))
+        ctx = context(world, state_dir, state=pushed)
         routes = leaks(run_probe(BUILTIN["routes"], ctx))
         split = leaks(run_probe(BUILTIN["split"], ctx))
     assert set(routes) & {"routes.more-specific-route-outside-tunnel", "routes.public-local-network"}, routes
     assert "split.prefixes-outside-tunnel" in split, split
+
+
+@given(world=worlds(kinds=INTERFACE_TUNNELS, up=True), data=st.data())
+def test_routes_and_split_agree_about_a_route_beating_the_tunnel(world: World, data: st.DataObject) -> None:
+    """Without a firewall, an address the routes probe finds going around the tunnel
+    on a more specific route or a public LAN lies in a prefix the split probe lists as outside it
+    (random rules, tables and xfrm policies decide whether the pushed route wins)."""
+    state = replace(world.state, firewall=None)
+    state = push_route(data, replace(world, state=state), data.draw(st.sampled_from([4, 6])),
+                       data.draw(st.sampled_from(world.uplinks)))
+    world.config["policy"] = {**world.config["policy"], "allow_split": False}
+    with tempfile.TemporaryDirectory() as state_dir:
+        ctx = context(world, state_dir, state=state)
+        routes = run_probe(BUILTIN["routes"], ctx)
+        suspects = [ipaddress.ip_address(f.evidence["probe_address"]) for f in routes.findings
+                    if f.id in ("routes.more-specific-route-outside-tunnel", "routes.public-local-network")]
+        # a family the tunnel does not carry at all is the ipv6 probe's: split leaves it out
+        # (routes still reports public on-link routes there: see the report of this branch)
+        suspects = [a for a in suspects if not family_gap(ctx.state, ctx.tunnel, a.version)]
+        event(f"routes found {'a' if suspects else 'no'} route beating the tunnel")
+        if not suspects:
+            return
+        split = run_probe(BUILTIN["split"], ctx)
+    listed = [ipaddress.ip_network(p) for f in split.findings if f.id == "split.prefixes-outside-tunnel"
+              for p in f.evidence["prefixes"] if f.evidence["prefix_count"] == len(f.evidence["prefixes"])]
+    complete = all(f.evidence["prefix_count"] == len(f.evidence["prefixes"]) for f in split.findings
+                   if f.id == "split.prefixes-outside-tunnel")
+    for address in suspects:
+        assert not complete or any(address in p for p in listed if p.version == address.version), \
+            (str(address), [str(p) for p in listed])
