@@ -120,7 +120,7 @@ class ModelKernel:
         for route in self.state.routes:
             if route.table != table or route.family != q.dst.version or q.dst not in route.dst:
                 continue
-            if route.type in ("unicast", "local"):
+            if route.nexthops:
                 hops = [h for h in route.nexthops if self._alive(h)]
                 if not hops or (oif is not None and route.type == "unicast"
                                 and not any(h.ifindex == oif for h in hops)):
@@ -177,6 +177,15 @@ class Builder:
         self.addresses.append(Address(self.index(ifname), ifname, iface.ip, iface.network.prefixlen, scope))
         host = iface.network if ifname == "lo" else net(f"{iface.ip}/{iface.ip.max_prefixlen}")
         self.route(host, table=LOCAL_TABLE, type="local", protocol="kernel", scope=254, hops=(self.hop(ifname),))
+        # what else the kernel puts in table local: IPv4 broadcast, IPv6 subnet-router anycast
+        if iface.version == 4 and iface.network.prefixlen < 31 and ifname != "lo":
+            self.route(f"{iface.network.broadcast_address}/32", table=LOCAL_TABLE, type="broadcast",
+                       protocol="kernel", scope=253, hops=(self.hop(ifname),))
+        elif iface.version == 6 and iface.network.prefixlen < 127 and ifname != "lo":
+            self.route(f"{iface.network.network_address}/128", table=LOCAL_TABLE, type="anycast",
+                       protocol="kernel", hops=(self.hop(ifname),))
+            self.route("ff00::/8", table=LOCAL_TABLE, type="multicast", protocol="kernel", hops=(self.hop(ifname),),
+                       metric=256 + self.index(ifname))
         if iface.network.prefixlen < iface.ip.max_prefixlen and ifname != "lo":
             self.route(iface.network, protocol="kernel", scope=253, hops=(self.hop(ifname),),
                        metric=0 if iface.version == 4 else 256)
@@ -184,8 +193,11 @@ class Builder:
     def route(self, dst: Any, table: int = MAIN_TABLE, type: str = "unicast", protocol: str = "boot",
               scope: int = 0, hops: tuple[Nexthop, ...] = (), metric: int = 0) -> Route:
         dst = net(str(dst), strict=False)
-        route = Route(dst, table, type, protocol, scope, hops if type in ("unicast", "local") else (), metric)
-        self.routes.setdefault((dst, table, metric), route)  # the kernel refuses an exact duplicate
+        kept = hops if type in ("unicast", "local", "broadcast", "anycast", "multicast") else ()
+        route = Route(dst, table, type, protocol, scope, kept, metric)
+        # the kernel refuses an exact duplicate; IPv6 keeps one route per device (fe80::/64)
+        device = kept[0].ifindex if kept and dst.version == 6 else None
+        self.routes.setdefault((dst, table, metric, device), route)
         return route
 
     def build(self, **extra: Any) -> NetState:
@@ -241,7 +253,8 @@ def public_prefixes(family: int) -> st.SearchStrategy[Any]:
 def uplinks(draw: st.DrawFn, b: Builder, world: World, clean: bool = False) -> None:
     """0-2 physical ways to the internet: Ethernet and Wi-Fi, IPv4 and/or IPv6
     (`clean`: at least one, all up)."""
-    names = draw(st.lists(st.sampled_from(["eth0", "wlan0"]), min_size=int(clean), max_size=2, unique=True))
+    names = draw(st.lists(st.sampled_from(["eth0", "wlan0", "enp0s31f6.100"]), min_size=int(clean), max_size=2,
+                          unique=True))
     for i, name in enumerate(names):
         b.link(name, draw(st.sampled_from([None, "veth"])),
                oper="UP" if clean else draw(st.sampled_from(["UP", "UP", "DOWN"])))
@@ -402,6 +415,10 @@ def odd_routes_and_rules(draw: st.DrawFn, b: Builder, world: World) -> None:
         goto = draw(st.integers(priority + 1, 32766)) if action == "goto" else None
         b.rules.append(Rule(family, priority, action, draw(st.sampled_from(tables)), goto=goto, **selectors))
         world.extras.append(f"rule:{action}:{','.join(sorted(selectors))}")
+    if world.uplinks and draw(st.integers(0, 7)) == 0:
+        # RFC 5549: an IPv4 route via an IPv6 (link-local) gateway
+        b.route(draw(public_prefixes(4)), protocol="bird", hops=(b.hop(world.uplinks[0], "fe80::1:ff"),))
+        world.extras.append("ipv4-via-ipv6")
     if draw(st.integers(0, 7)) == 0:
         # links, addresses and routes are separate dumps: a link can vanish in between
         family = draw(st.sampled_from([4, 6]))
@@ -457,7 +474,8 @@ def resolvers(draw: st.DrawFn, b: Builder, world: World) -> tuple[tuple[Resolver
     IPv6 link-local with a scope."""
     links = [l.name for l in b.links if l.name != "lo"] or ["eth0"]
     plain = st.builds(Resolver, st.sampled_from([addr(a) for a in ("192.168.100.1", "10.66.0.1", "9.9.9.9",
-                                                                     "2001:db8:100::53", "fd66::1")]),
+                                                                     "2001:db8:100::53", "fd66::1",
+                                                                     "::ffff:192.168.100.1", "0.0.0.0")]),
                       st.just("resolv.conf"))
     stub = st.builds(Resolver, st.sampled_from([addr("127.0.0.53"), addr("127.0.0.1"), addr("::1"),
                                                 addr("127.0.1.1")]), st.just("resolv.conf"))
@@ -525,6 +543,9 @@ def firewalls(draw: st.DrawFn, b: Builder, world: World) -> Firewall | None:
         if draw(st.booleans()):
             rules.append(_rule(route, f"ip daddr 198.51.100.0/24 meta mark set {mark:#x}",
                                daddrs=("198.51.100.0/24",), set_mark=mark))
+        if draw(st.booleans()):  # an inet table mixes families in one set
+            rules.append(_rule(route, f"ip daddr {{ 9.9.9.0/24, 2001:db8::/32 }} meta mark set {mark:#x}",
+                               daddrs=("9.9.9.0/24", "2001:db8::/32"), set_mark=mark, marks=((0, 0xFF),)))
     if draw(st.booleans()):  # NAT and a forward chain for downstream clients
         nat = FirewallChain(source, family, "nat", "postrouting", "nat", "postrouting", 100)
         fwd = FirewallChain(source, family, "filter", "forward", "filter", "forward", 0,
