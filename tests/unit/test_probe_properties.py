@@ -277,3 +277,46 @@ def test_routes_and_split_agree_about_a_route_beating_the_tunnel(world: World, d
     for address in suspects:
         assert not complete or any(address in p for p in listed if p.version == address.version), \
             (str(address), [str(p) for p in listed])
+
+
+# ---------------------------------------------------------------- what the properties found
+
+@dataclass
+class SeenInClear(ProbeContext):
+    """Every test packet is seen leaving `uplink` in clear (to `to`, or its own destination)."""
+
+    uplink: str = "eth0"
+    to: str = "192.168.100.1"
+
+    def active_unavailable(self) -> str | None:
+        return None
+
+    def observe(self, packets: list[ActivePacket]) -> list[Observation] | None:
+        return [Observation(p, clear_on=[self.uplink], clear_dst=p.dst or self.to, packet="udp 53") for p in packets]
+
+
+def test_a_local_stub_whose_lookup_leaves_in_clear_is_a_dns_leak_not_a_crash():
+    """Issue 8, point 2: resolv.conf at a stub on 127.0.0.53 (dnsmasq pinned to the Wi-Fi); the
+    active lookup is seen leaving in clear. Found by the wire property as AttributeError."""
+    from leakcheck.netstate import Resolver
+    from tests.unit.strategies import Builder
+
+    b = Builder()
+    b.link("wlan0", None)
+    b.address("wlan0", "192.168.100.10/24")
+    b.route("0.0.0.0/0", protocol="dhcp", hops=(b.hop("wlan0", "192.168.100.1"),))
+    b.link("wg0", "wireguard", oper="UNKNOWN")
+    b.address("wg0", "10.66.0.2/32")
+    b.route("0.0.0.0/1", hops=(b.hop("wg0"),))
+    b.route("128.0.0.0/1", hops=(b.hop("wg0"),))
+    state = b.build(resolvers=(Resolver(ipaddress.ip_address("127.0.0.53"), "resolv.conf"),),
+                    stub_resolver="dnsmasq")
+    cfg = config.from_mapping({"canaries": {"ipv6": []}})
+    tunnel = detect(state, cfg)
+    ctx = SeenInClear(config=cfg, state=state, tunnel=tunnel, oracle=Oracle(state, tunnel, ModelKernel(state)),
+                      is_root=True, uplink="wlan0")
+    result = run_probe(BUILTIN["dns"], ctx)
+    assert result.status is Status.LEAK
+    finding = next(f for f in result.findings if f.id == "dns.resolver-outside-tunnel")
+    assert finding.evidence["method"] == "observed" and finding.evidence["resolver"] == "192.168.100.1"
+    assert_well_formed(BUILTIN["dns"], result)
