@@ -120,10 +120,9 @@ class ModelKernel:
         for route in self.state.routes:
             if route.table != table or route.family != q.dst.version or q.dst not in route.dst:
                 continue
-            if route.nexthops:
+            if route.nexthops:  # a bound device (oif) must be one of the route's live next hops
                 hops = [h for h in route.nexthops if self._alive(h)]
-                if not hops or (oif is not None and route.type == "unicast"
-                                and not any(h.ifindex == oif for h in hops)):
+                if not hops or (oif is not None and not any(h.ifindex == oif for h in hops)):
                     continue
             if best is None or (route.dst.prefixlen, -route.metric) > (best.dst.prefixlen, -best.metric):
                 best = route
@@ -160,9 +159,10 @@ class Builder:
         self.address("lo", "::1/128", scope=254)
 
     def link(self, name: str, kind: str | None, admin_up: bool = True, oper: str = "UP",
-             master: str | None = None) -> Link:
+             master: str | None = None, index: int | None = None) -> Link:
         master_index = self.index(master) if master else None
-        link = Link(len(self.links) + 1, name, kind, admin_up, oper, master_index)
+        link = Link(index or max(l.index for l in self.links or [Link(0, "", None, True, "")]) + 1, name, kind,
+                    admin_up, oper, master_index)
         self.links.append(link)
         return link
 
@@ -175,8 +175,11 @@ class Builder:
     def address(self, ifname: str, cidr: str, scope: int = 0) -> None:
         iface = ipaddress.ip_interface(cidr)
         self.addresses.append(Address(self.index(ifname), ifname, iface.ip, iface.network.prefixlen, scope))
-        host = iface.network if ifname == "lo" else net(f"{iface.ip}/{iface.ip.max_prefixlen}")
+        host = net(f"{iface.ip}/{iface.ip.max_prefixlen}")
         self.route(host, table=LOCAL_TABLE, type="local", protocol="kernel", scope=254, hops=(self.hop(ifname),))
+        if ifname == "lo" and iface.version == 4:
+            self.route(iface.network, table=LOCAL_TABLE, type="local", protocol="kernel", scope=254,
+                       hops=(self.hop(ifname),))
         # what else the kernel puts in table local: IPv4 broadcast, IPv6 subnet-router anycast
         if iface.version == 4 and iface.network.prefixlen < 31 and ifname != "lo":
             self.route(f"{iface.network.broadcast_address}/32", table=LOCAL_TABLE, type="broadcast",
