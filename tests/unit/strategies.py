@@ -13,7 +13,8 @@ it answers RTM_GETROUTE with RTM_F_FIB_MATCH the way Linux's FIB does
 (fib_rules_lookup + fib_table_lookup): rules by priority with their
 selectors, goto / nop / blackhole actions, suppress_prefixlength applied
 only to successful lookups, longest prefix then lowest metric per table,
-throw falling through to the next rule, dead next hops skipped, a bound
+throw falling through to the next rule, next hops on links that are
+administratively down skipped (without carrier they are still used), a bound
 device (oif) restricting next hops, IPv4 forwarding off refusing iif
 lookups. So probes run end to end without a kernel.
 """
@@ -112,8 +113,10 @@ class ModelKernel:
                 and sysctls.get(f"net.ipv4.conf.{iif}.forwarding", "1") != "0")
 
     def _alive(self, hop: Nexthop) -> bool:
+        """Routes via a link that is administratively down are gone; without carrier
+        (oper down) they stay and are used (ignore_routes_with_linkdown is 0 by default)."""
         link = self.state.link(hop.ifindex) if hop.ifindex is not None else None
-        return link is not None and link.usable
+        return link is not None and link.admin_up
 
     def _best(self, table: int, q: Query, oif: int | None) -> Route | None:
         best: Route | None = None

@@ -9,7 +9,8 @@ goto, nop, blackhole, unreachable, prohibit, inverted) are installed in a
 fresh network namespace with `ip`, the same questions go to the kernel
 (RTM_GETROUTE through leakcheck.rtnl, inside the namespace) and to the
 model, and the answers must agree: error or not, and the matched prefix,
-table, type and output interface.
+table, type and output interface. A link may lose its carrier (its routes
+stay in use).
 
 Needs root (network namespaces); fails loudly without it.
 """
@@ -21,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import Phase, given, settings
@@ -70,8 +72,8 @@ def ip(ns: str, *args: str) -> None:
     subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, text=True)
 
 
-def build(ns: str, drawn_routes: list, drawn_rules: list) -> Builder:
-    """The same network in the namespace and in a Builder."""
+def build(ns: str, drawn_routes: list, drawn_rules: list, carrier_lost: bool = False) -> Builder:
+    """The same network in the namespace and in a Builder (eth1 without carrier if asked)."""
     b = Builder()
     ip(ns, "link", "set", "lo", "up")
     addresses = (("eth0", "192.168.100.10/24"), ("eth1", "10.1.0.10/16"))
@@ -84,6 +86,10 @@ def build(ns: str, drawn_routes: list, drawn_rules: list) -> Builder:
     for link in sorted(json.loads(listed), key=lambda l: l["ifindex"]):
         if link["ifname"] != "lo":
             b.link(link["ifname"].split("@")[0], "veth", index=link["ifindex"])
+    if carrier_lost:  # the peer goes down: eth1 stays up without carrier (LOWERLAYERDOWN)
+        ip(ns, "link", "set", "eth1p", "down")
+        b.links = [replace(l, oper_state="LOWERLAYERDOWN") if l.name == "eth1" else
+                   replace(l, admin_up=False, oper_state="DOWN") if l.name == "eth1p" else l for l in b.links]
     for dev, cidr in addresses:
         b.address(dev, cidr)
     for rtype, prefix, table, dev, via, metric in drawn_routes:
@@ -153,12 +159,13 @@ def summary(answer: Answer) -> tuple:
 
 # no shrinking: each example builds a namespace; the failing one is printed as drawn
 @settings(max_examples=20, deadline=None, derandomize=True, database=None, phases=(Phase.explicit, Phase.generate))
-@given(drawn_routes=routes, drawn_rules=rules, asked=queries)
-def test_the_model_answers_like_the_kernel(drawn_routes: list, drawn_rules: list, asked: list) -> None:
+@given(drawn_routes=routes, drawn_rules=rules, asked=queries, carrier_lost=st.booleans())
+def test_the_model_answers_like_the_kernel(drawn_routes: list, drawn_rules: list, asked: list,
+                                          carrier_lost: bool) -> None:
     ns = f"lc-model-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
     try:
-        b = build(ns, drawn_routes, drawn_rules)
+        b = build(ns, drawn_routes, drawn_rules, carrier_lost)
         state = b.build()
         model = ModelKernel(state)
         for q in asked:
