@@ -138,13 +138,15 @@ def test_agent_and_collector_in_the_lab(lab, tmp_path):
         assert first[0]["agent"]["spool_depth"] == 0
         hostname = first[0]["device"]["hostname"]
 
-        # 2. A route change opens a leak; a network-change run reports it within 2 s.
+        # 2. A route change opens a leak; a run triggered by the change reports it.
+        # How fast the agent reacts is measured by tests/bench/bench_agent.py
+        # (a benchmark: a wall-clock bound here fails on a loaded machine).
         changed_at = time.time()
         lab.ip(f"route add {CANARY_V4.rsplit('.', 1)[0]}.0/24 via {LAN_ROUTER} dev eth0")
         changed = poll(lambda: [r for r in stored_reports(db) if r["trigger"] == "network-change"], 30,
                        "the network-change report")
         delay = epoch(changed[0]["started_at"]) - changed_at
-        assert 0 <= delay < 2.0, f"network-change run started {delay:.2f} s after the route change"
+        assert delay >= 0, f"network-change run started {-delay:.2f} s before the route change"
         assert changed[0]["verdict"] == "leak"
         ids = [f["id"] for p in changed[0]["probes"] for f in p["findings"]]
         assert "routes.more-specific-route-outside-tunnel" in ids, ids
@@ -177,7 +179,9 @@ def test_agent_and_collector_in_the_lab(lab, tmp_path):
 
         # The runs' own packet captures (promiscuous mode on eth0 and wg0) are
         # link notifications too: they must not set off run after run.
-        assert [r["trigger"] for r in stored_reports(db)] == ["schedule", "network-change"]
+        # (Scheduled runs may have come and gone meanwhile on a loaded machine.)
+        triggers = [r["trigger"] for r in stored_reports(db)]
+        assert triggers.count("network-change") == 1 and set(triggers) == {"schedule", "network-change"}, triggers
 
         # 4. A tunnel outage is recorded with timestamps (for the reconnect probe).
         history_file = tmp_path / "state" / "tunnel-history.json"

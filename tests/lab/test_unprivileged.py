@@ -23,8 +23,18 @@ def unprivileged_argv(config_path: Path, *args: str) -> list[str]:
     python = shutil.which("python3", path="/usr/bin:/bin")
     assert python, "the unprivileged test needs Debian's /usr/bin/python3"
     return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
-            "env", f"PYTHONPATH={REPO_ROOT}:{sysconfig.get_paths()['purelib']}:{sysconfig.get_paths()['platlib']}",
-            python, "-m", "leakcheck", "run", "--json", "--config", str(config_path), *args]
+            "env", f"PYTHONPATH={REPO_ROOT}", python, "-c", AS_INSTALLED,
+            sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
+            "run", "--json", "--config", str(config_path), *args]
+
+
+# The venv's site directories are added as site directories, not bare path
+# entries, so their .pth files run: the editable install's finder is what maps
+# leakcheck.probes onto the repository's probes/ folder.
+AS_INSTALLED = ("import runpy, site, sys\n"
+                "for d in sys.argv[1:3]: site.addsitedir(d)\n"
+                "sys.argv = ['leakcheck', *sys.argv[3:]]\n"
+                "runpy.run_module('leakcheck', run_name='__main__')")
 
 
 def readable_by_nobody(path: str) -> bool:
