@@ -127,6 +127,8 @@ class ModelKernel:
                 hops = [h for h in route.nexthops if self._alive(h)]
                 if not hops or (oif is not None and not any(h.ifindex == oif for h in hops)):
                     continue
+            elif oif is not None and route.family == 6:
+                continue  # IPv6 reject routes sit on lo: a strict device match passes them by
             if best is None or (route.dst.prefixlen, -route.metric) > (best.dst.prefixlen, -best.metric):
                 best = route
         return best
