@@ -16,7 +16,8 @@ only to successful lookups, longest prefix then lowest metric per table,
 throw falling through to the next rule, next hops on links that are
 administratively down skipped (without carrier they are still used), a bound
 device (oif) restricting next hops, IPv4 forwarding off refusing iif
-lookups. So probes run end to end without a kernel.
+lookups for anything but this host. tests/unit/test_model_kernel.py checks
+it against the real kernel in a network namespace. So probes run end to end without a kernel.
 """
 
 from __future__ import annotations
@@ -73,11 +74,18 @@ class ModelKernel:
         pass
 
     def answer(self, q: Query) -> Answer:
+        iif = self.state.ifname(q.iif) if q.iif is not None else None
+        if iif not in (None, "lo") and q.dst.version == 4 and q.dst.is_loopback:
+            return Answer(error=errno.EINVAL)  # an IPv4 martian; IPv6's input lookup just looks up
+        found = self._lookup(q)
+        if q.dst.version == 4 and iif is not None and not self._forwards(iif) and found.type not in (2, 3):
+            return Answer(error=errno.EHOSTUNREACH)  # not for this host, and IPv4 forwarding is off
+        return found
+
+    def _lookup(self, q: Query) -> Answer:
         family = q.dst.version
         iif = self.state.ifname(q.iif) if q.iif is not None else None
         oif = self.state.ifname(q.oif) if q.oif is not None else None
-        if family == 4 and iif is not None and not self._forwards(iif):
-            return Answer(error=errno.EHOSTUNREACH)
         uid = q.uid if q.uid is not None else (INVALID_UID if iif is not None else 0)
         rules = self.state.rules_for(family) or list(default_rules(family))
         i = 0
@@ -96,7 +104,7 @@ class ModelKernel:
                 continue
             if rule.action in RULE_ACTION_ERRORS:
                 return Answer(error=RULE_ACTION_ERRORS[rule.action])
-            route = self._best(rule.table, q, q.oif)
+            route = self._best(rule.table, q, q.oif, forwarded=iif not in (None, "lo"))
             if route is None or route.type == "throw":
                 continue
             if route.type in ROUTE_TYPE_ERRORS:
@@ -118,11 +126,13 @@ class ModelKernel:
         link = self.state.link(hop.ifindex) if hop.ifindex is not None else None
         return link is not None and link.admin_up
 
-    def _best(self, table: int, q: Query, oif: int | None) -> Route | None:
+    def _best(self, table: int, q: Query, oif: int | None, forwarded: bool = False) -> Route | None:
         best: Route | None = None
         for route in self.state.routes:
             if route.table != table or route.family != q.dst.version or q.dst not in route.dst:
                 continue
+            if forwarded and route.family == 6 and route.dst.prefixlen == 128 and route.dst[0].is_loopback:
+                continue  # ::1 arriving from outside: its lo route does not match (seen in the namespace)
             if route.nexthops:  # a bound device (oif) must be one of the route's live next hops
                 hops = [h for h in route.nexthops if self._alive(h)]
                 if not hops or (oif is not None and not any(h.ifindex == oif for h in hops)):

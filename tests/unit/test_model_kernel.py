@@ -9,8 +9,10 @@ goto, nop, blackhole, unreachable, prohibit, inverted) are installed in a
 fresh network namespace with `ip`, the same questions go to the kernel
 (RTM_GETROUTE through leakcheck.rtnl, inside the namespace) and to the
 model, and the answers must agree: error or not, and the matched prefix,
-table, type and output interface. A link may lose its carrier (its routes
-stay in use).
+table, type and output interface. Questions are asked as this host (with
+marks, uids, a bound device) and as a client behind eth1 (iif + source, with
+IPv4 forwarding on or off); a link may lose its carrier (its routes stay in
+use).
 
 Needs root (network namespaces); fails loudly without it.
 """
@@ -44,8 +46,8 @@ DESTINATIONS = ["198.51.100.7", "1.1.1.1", "8.8.8.8", "203.0.113.9", "10.1.2.3",
 ASK = """
 import json, sys, ipaddress
 from leakcheck.rtnl import Query, RouteLookup
-qs = [Query(dst=ipaddress.ip_address(q["dst"]), mark=q["mark"], uid=q["uid"], iif=q["iif"], oif=q["oif"])
-      for q in json.load(sys.stdin)]
+qs = [Query(dst=ipaddress.ip_address(q["dst"]), mark=q["mark"], uid=q["uid"], iif=q["iif"], oif=q["oif"],
+            src=ipaddress.ip_address(q["src"]) if q["src"] else None) for q in json.load(sys.stdin)]
 with RouteLookup() as lookup:
     print(json.dumps([a.__dict__ for a in lookup.lookup_many(qs)]))
 """
@@ -71,7 +73,8 @@ rules = st.lists(st.fixed_dictionaries(
 queries = st.lists(st.fixed_dictionaries({"dst": st.sampled_from(DESTINATIONS),
                                           "mark": st.sampled_from([None, 0x100, 51820]),
                                           "uid": st.sampled_from([None, 0, 1000]),
-                                          "oif": st.sampled_from([None, *DEVICES])}),
+                                          "oif": st.sampled_from([None, *DEVICES]),
+                                          "forwarded": st.booleans()}),
                    min_size=1, max_size=12)
 
 
@@ -173,21 +176,28 @@ def summary(answer: Answer) -> tuple:
 
 # no shrinking: each example builds a namespace; the failing one is printed as drawn
 @settings(max_examples=25, deadline=None, derandomize=True, database=None, phases=(Phase.explicit, Phase.generate))
-@given(drawn_routes=routes, drawn_rules=rules, asked=queries, carrier_lost=st.booleans())
+@given(drawn_routes=routes, drawn_rules=rules, asked=queries, carrier_lost=st.booleans(),
+       forwarding=st.sampled_from(["0", "1"]))
 def test_the_model_answers_like_the_kernel(drawn_routes: list, drawn_rules: list, asked: list,
-                                          carrier_lost: bool) -> None:
+                                          carrier_lost: bool, forwarding: str) -> None:
     ns = f"lc-model-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
     try:
         b = build(ns, drawn_routes, drawn_rules, carrier_lost)
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.ip_forward={forwarding}"],
+                       check=True, capture_output=True)
+        b.sysctls["net.ipv4.ip_forward"] = forwarding
         state = b.build()
         model = ModelKernel(state)
-        for q in asked:
-            q["iif"] = None
-            q["oif"] = state.link(q["oif"]).index if q["oif"] else None
+        for q in asked:  # forwarded: as if from a client behind eth1 (iif + its source address)
+            forwarded = q.pop("forwarded")
+            q["iif"] = state.link("eth1").index if forwarded else None
+            q["src"] = ("10.1.0.50" if ":" not in q["dst"] else "fd01::50") if forwarded else None
+            q["oif"] = state.link(q["oif"]).index if q["oif"] and not forwarded else None
         real = kernel_answers(ns, asked)
         for q, kernel in zip(asked, real):
-            query = Query(dst=ipaddress.ip_address(q["dst"]), mark=q["mark"], uid=q["uid"], oif=q["oif"])
+            query = Query(dst=ipaddress.ip_address(q["dst"]), mark=q["mark"], uid=q["uid"], oif=q["oif"],
+                          iif=q["iif"], src=ipaddress.ip_address(q["src"]) if q["src"] else None)
             assert summary(model.answer(query)) == summary(kernel), (q, kernel, model.answer(query))
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
