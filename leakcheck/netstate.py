@@ -264,6 +264,26 @@ class WireGuardInfo:
     latest_handshake: int | None  # unix time of the newest handshake, None = never
 
 
+@dataclass(frozen=True)
+class VpnProfile:
+    """A VPN the operating system itself knows (macOS `scutil --nc list`, Windows
+    `Get-VpnConnection`): what it is and how it is set up. None: not told."""
+
+    name: str
+    source: str  # "scutil --nc list" | "Get-VpnConnection"
+    state: str  # connected | disconnected | connecting | ...
+    kind: str | None = None  # IKEv2, L2TP, Sstp, IPSec, VPN:com.wireguard.macos ...
+    server: str | None = None  # an address or a host name
+    split_tunneling: bool | None = None
+    always_on: bool | None = None
+    authentication: tuple[str, ...] = ()
+    all_users: bool | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected"
+
+
 # ---------------------------------------------------------------- firewall, processes, sockets
 # Read for the perapp and tethering probes (leakcheck/linux/firewall.py, sockets.py, downstream.py).
 
@@ -418,6 +438,8 @@ class NetState:
     sysctls: dict[str, str] = field(default_factory=dict)
     wireguard: tuple[WireGuardInfo, ...] = ()
     stub_resolver: str | None = None  # e.g. "systemd-resolved" when resolv.conf points at it
+    vpn_profiles: tuple[VpnProfile, ...] = ()  # macOS / Windows: the OS's own VPN services
+    vpn_servers: tuple[str, ...] = ()  # VPN server addresses a non-Linux backend found
     notes: tuple[str, ...] = ()  # what could not be read, and why
     firewall: Firewall | None = None  # None: not read
     activity: Activity | None = None  # processes and live sockets; None: not read

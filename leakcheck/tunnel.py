@@ -73,7 +73,10 @@ def detect(state: NetState, config: Config) -> Tunnel:
                 links.append(link)
     policy_ipsec = any(p.protects for p in state.out_policies())
     if links:
-        up = [l for l in links if l.usable and state.addresses_of(l.name)]
+        # an address beyond IPv6 link-local: macOS keeps idle system utun
+        # interfaces (utun0, utun1...) up with nothing but fe80:: on them
+        up = [l for l in links if l.usable and any(not (a.address.version == 6 and a.address.is_link_local)
+                                                   for a in state.addresses_of(l.name))]
         shown = up or links
         kind = _dominant({kinds[l.name] for l in shown})
         return Tunnel(state="up" if up else "down", kind=kind,
@@ -96,6 +99,7 @@ def vpn_endpoints(state: NetState) -> set[str]:
     """Addresses of the VPN servers: WireGuard peers and IPsec tunnel peers."""
     endpoints = {ep for wg in state.wireguard for ep in wg.endpoints}
     endpoints |= {t.dst for p in state.out_policies() if p.protects for t in p.templates if t.dst}
+    endpoints |= set(state.vpn_servers)  # macOS / Windows backends (leakcheck/platform)
     return endpoints
 
 

@@ -15,7 +15,7 @@
 # (/usr/bin/python3.11, the one that runs it on the target) directly in a
 # staging tree, then made position-correct for /opt/... (shebangs, pyvenv.cfg,
 # byte code compiled for its final path). Needs: python3.11, python3-venv,
-# python3-dev and build-essential (netifaces builds from source), dpkg-dev
+# python3-dev and build-essential (for a dependency without a wheel for this machine), dpkg-dev
 # tools (dpkg-deb), and PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

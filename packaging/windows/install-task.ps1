@@ -2,6 +2,8 @@
 # Intune Win32 app install command:
 #   powershell.exe -NoProfile -ExecutionPolicy Bypass -File install-task.ps1
 # Uninstall command: the same with -Uninstall.
+# Status: never run on Windows (nothing in CI runs PowerShell); see
+# packaging/README.md, "What has been verified".
 param([switch]$Uninstall)
 $ErrorActionPreference = 'Stop'
 $name = 'leakcheck-run'

@@ -1,0 +1,109 @@
+"""The macOS backend: routing table (`netstat -rn`), the kernel's decision
+per destination (`route -n get`: an RTM_GET on the PF_ROUTE socket),
+interfaces and addresses (`ifconfig -a`), resolvers with their scopes and
+supplemental domains (`scutil --dns`), the system's VPN services
+(`scutil --nc list`), pf rules (`pfctl -sr`, root only), sockets and
+processes (psutil). Every command goes through one Runner, so a recording
+can stand in for the machine.
+
+Verified only on recorded output (tests/unit/test_platform_macos.py): it
+has never run on a real Mac.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Sequence
+
+from leakcheck.netstate import MAIN_TABLE, NetState
+from leakcheck.platform.commands import CommandFailed, NotRecorded, Runner, SubprocessRunner
+from leakcheck.platform.macos import parsers, state
+from leakcheck.platform.table_lookup import PROTOCOL_NUMBERS, ROUTE_TYPE_NUMBERS, TableLookup
+from leakcheck.rtnl import Answer, Query
+
+# More questions than this in one batch (the split probe's egress map) are
+# answered from the routing table: one `route` process per question would
+# take minutes.
+KERNEL_BATCH_LIMIT = 64
+
+
+def route_get_argv(query: Query) -> tuple[str, ...]:
+    family = "-inet6" if query.dst.version == 6 else "-inet"
+    return ("route", "-n", "get", family, str(query.dst))
+
+
+class RouteGetLookup:
+    """The kernel's answer per destination (`route -n get`), the routing
+    table's for bulk batches and for destinations a recording lacks."""
+
+    KERNEL = "route -n get (PF_ROUTE RTM_GET)"
+    TABLE = "the routing table (netstat -rn), longest prefix"
+
+    def __init__(self, runner: Runner, netstate: NetState, limit: int = KERNEL_BATCH_LIMIT):
+        self.runner = runner
+        self.state = netstate
+        self.limit = limit
+        self.table = TableLookup(netstate)
+        self.kernel_answers = 0
+        self.decided_by = self.KERNEL  # what answered the last batch (the oracle's evidence)  # how many answers came from route get (evidence for tests)
+
+    def lookup_many(self, queries: Sequence[Query]) -> list[Answer]:
+        if len(queries) > self.limit:
+            self.decided_by = self.TABLE
+            return self.table.lookup_many(queries)
+        before = self.kernel_answers
+        answers = [self.lookup(q) for q in queries]
+        asked = self.kernel_answers - before
+        self.decided_by = (self.KERNEL if asked == len(queries) else self.TABLE if asked == 0
+                           else f"{self.KERNEL}; where it gave no answer, {self.TABLE}")
+        return answers
+
+    def lookup(self, query: Query) -> Answer:
+        try:
+            text = self.runner.run(route_get_argv(query))
+        except NotRecorded:
+            return self.table.lookup(query)
+        except CommandFailed as exc:
+            if "not in table" in exc.output or "not in table" in str(exc):
+                self.kernel_answers += 1
+                return Answer(error=errno.ENETUNREACH)
+            return self.table.lookup(query)
+        self.kernel_answers += 1
+        return self.answer(parsers.parse_route_get(text, query.dst.version))
+
+    def answer(self, got: parsers.RouteGet) -> Answer:
+        link = self.state.link(got.interface) if got.interface else None
+        rtype = got.kind
+        if rtype == "unicast" and got.interface and got.interface.startswith("lo"):
+            rtype = "local"
+        return Answer(prefix=str(got.destination), table=MAIN_TABLE, type=ROUTE_TYPE_NUMBERS[rtype],
+                      protocol=PROTOCOL_NUMBERS["static" if "STATIC" in got.flags else "kernel"],
+                      scope=0, oif=link.index if link else None, gateway=got.gateway)
+
+    def close(self) -> None:
+        pass
+
+
+class MacBackend:
+    name = "macos"
+
+    def __init__(self, runner: Runner | None = None, read_activity: bool = True, root: bool | None = None):
+        self.runner = runner or SubprocessRunner()
+        self.read_activity = read_activity
+        self.root = root  # a recording says whether it was taken as root; None: ask this machine
+
+    def read_state(self) -> NetState:
+        from leakcheck.platform.activity import read_activity
+        return state.read(self.runner, read_activity if self.read_activity else None)
+
+    def route_lookup(self, netstate: NetState) -> RouteGetLookup:
+        return RouteGetLookup(self.runner, netstate)
+
+    def privileged(self) -> bool:
+        if self.root is not None:
+            return self.root
+        return os.geteuid() == 0  # pfctl -sr and every process's sockets need root
+
+    def packets_unavailable(self) -> str | None:
+        return "test packets are not implemented on macOS yet (inference from routes and resolvers only)"

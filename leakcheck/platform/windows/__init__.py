@@ -1,0 +1,116 @@
+"""The Windows backend: the kernel's route decision per destination
+(`Find-NetRoute`, which asks GetBestRoute2), routes and interface metrics
+(`Get-NetRoute`, `Get-NetIPInterface`), addresses (`Get-NetIPAddress`),
+resolvers and NRPT rules (`Get-DnsClientServerAddress`,
+`Get-DnsClientNrptPolicy`), the built-in VPN client's profiles
+(`Get-VpnConnection -AllUserConnection`), sockets and processes (psutil),
+all as JSON through one Runner. WFP filters are not read: a WFP kill
+switch is not seen, and the state says so.
+
+Verified only on recorded output (tests/unit/test_platform_windows.py): it
+has never run on a real Windows machine.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Sequence
+
+from leakcheck.netstate import MAIN_TABLE, NetState
+from leakcheck.platform.commands import CommandFailed, NotRecorded, Runner, SubprocessRunner
+from leakcheck.platform.table_lookup import PROTOCOL_NUMBERS, ROUTE_TYPE_NUMBERS, TableLookup
+from leakcheck.platform.windows import parsers, state
+from leakcheck.rtnl import Answer, Query
+
+KERNEL_BATCH_LIMIT = 32  # each Find-NetRoute is a PowerShell pipeline (~0.1 s)
+
+
+def find_net_route_argv(query: Query) -> tuple[str, ...]:
+    return state.powershell(f"Find-NetRoute -RemoteIPAddress '{query.dst}' | "
+                            "Select-Object IPAddress,DestinationPrefix,NextHop,InterfaceIndex,InterfaceAlias,"
+                            "RouteMetric,Protocol,AddressFamily | ConvertTo-Json -Depth 2")
+
+
+def interface_metrics(text_objects: list[dict]) -> dict[tuple[str, int], int]:
+    return {(i.alias, i.family): i.metric for i in parsers.ip_interfaces(text_objects) if i.family}
+
+
+class FindNetRouteLookup:
+    """Windows' own choice per destination (Find-NetRoute); bulk batches and
+    destinations a recording lacks are answered from the route table with
+    Windows' rule (longest prefix, then route + interface metric)."""
+
+    KERNEL = "Find-NetRoute (GetBestRoute2)"
+    TABLE = "the route table (Get-NetRoute), longest prefix then route + interface metric"
+
+    def __init__(self, runner: Runner, netstate: NetState, metrics: dict[tuple[str, int], int],
+                 limit: int = KERNEL_BATCH_LIMIT):
+        self.runner = runner
+        self.state = netstate
+        self.limit = limit
+        self.table = TableLookup(netstate, metrics)
+        self.kernel_answers = 0
+        self.decided_by = self.KERNEL  # what answered the last batch (the oracle's evidence)
+
+    def lookup_many(self, queries: Sequence[Query]) -> list[Answer]:
+        if len(queries) > self.limit:
+            self.decided_by = self.TABLE
+            return self.table.lookup_many(queries)
+        before = self.kernel_answers
+        answers = [self.lookup(q) for q in queries]
+        asked = self.kernel_answers - before
+        self.decided_by = (self.KERNEL if asked == len(queries) else self.TABLE if asked == 0
+                           else f"{self.KERNEL}; where it gave no answer, {self.TABLE}")
+        return answers
+
+    def lookup(self, query: Query) -> Answer:
+        try:
+            found = parsers.find_net_route(parsers.parse_objects(self.runner.run(find_net_route_argv(query))))
+        except NotRecorded:
+            return self.table.lookup(query)
+        except (CommandFailed, ValueError):
+            self.kernel_answers += 1
+            return Answer(error=errno.ENETUNREACH)  # Find-NetRoute fails when no route exists
+        self.kernel_answers += 1
+        route = found.route
+        link = self.state.link(route.ifindex)
+        rtype = "local" if link is not None and link.kind == "loopback" else "unicast"
+        return Answer(prefix=str(route.prefix), table=MAIN_TABLE, type=ROUTE_TYPE_NUMBERS[rtype],
+                      protocol=PROTOCOL_NUMBERS["static" if route.protocol == "NetMgmt" else "kernel"],
+                      scope=0, oif=route.ifindex, gateway=route.next_hop, metric=route.metric or None,
+                      prefsrc=found.source)
+
+    def close(self) -> None:
+        pass
+
+
+class WindowsBackend:
+    name = "windows"
+
+    def __init__(self, runner: Runner | None = None, read_activity: bool = True, root: bool | None = None):
+        self.runner = runner or SubprocessRunner()
+        self.read_activity = read_activity
+        self.root = root  # a recording says whether it was taken as root; None: ask this machine
+
+    def read_state(self) -> NetState:
+        from leakcheck.platform.activity import read_activity
+        return state.read(self.runner, read_activity if self.read_activity else None)
+
+    def route_lookup(self, netstate: NetState) -> FindNetRouteLookup:
+        try:
+            metrics = interface_metrics(parsers.parse_objects(self.runner.run(state.NET_IP_INTERFACE)))
+        except CommandFailed:
+            metrics = {}
+        return FindNetRouteLookup(self.runner, netstate, metrics)
+
+    def privileged(self) -> bool:
+        if self.root is not None:
+            return self.root
+        import ctypes
+        try:
+            return bool(ctypes.windll.shell32.IsUserAnAdmin())  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            return False
+
+    def packets_unavailable(self) -> str | None:
+        return "test packets are not implemented on Windows yet (inference from routes and resolvers only)"
