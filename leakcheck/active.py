@@ -13,6 +13,8 @@ stopped on every path (finally blocks). Without root, `ActiveUnavailable`.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import ipaddress
 import logging
 import os
@@ -22,7 +24,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -180,39 +182,36 @@ def _send_now(obs: Observation) -> None:
 
 
 def _send_as_user(probe: Probe) -> None:
-    """Fork, drop to the uid, send: the kernel then routes it as that user's packet."""
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 0
-        try:
-            os.setgroups([])
-            os.setgid(probe.uid)  # type: ignore[arg-type]
-            os.setuid(probe.uid)  # type: ignore[arg-type]
-            send_packet(probe)
-        except BaseException:
-            code = 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise OSError(f"sending as uid {probe.uid} failed")
+    """Send as the probe's uid without forking (this runs in a sender thread while the
+    sniffers' threads run: a fork there copies their locks mid-use). The socket is
+    created while this thread's filesystem uid is the user's: Linux takes a socket's
+    owner (what `uidrange` policy rules and the firewall's `skuid` match) from the
+    creating thread's fsuid, and setfsuid changes only the calling thread."""
+    send_packet(probe, owner=probe.uid)
 
 
-def send_packet(probe: Probe) -> int | None:
-    """Send one probe packet; returns the local port for TCP (to match the SYN)."""
+@contextlib.contextmanager
+def _fsuid(uid: int) -> Iterator[None]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    previous = libc.setfsuid(uid)
+    try:
+        if libc.setfsuid(-1) != uid:  # setfsuid reports the current fsuid; -1 changes nothing
+            raise OSError(f"cannot act as uid {uid} (setfsuid needs CAP_SETUID)")
+        yield
+    finally:
+        libc.setfsuid(previous)
+
+
+def send_packet(probe: Probe, owner: int | None = None) -> int | None:
+    """Send one probe packet (from a socket owned by uid `owner` when given); returns
+    the local port for TCP (to match the SYN)."""
     payload = b"leakcheck " + probe.nonce.encode()
     if probe.kind == "dns":
         _resolve(probe)
         return None
     family = socket.AF_INET6 if ipaddress.ip_address(probe.dst).version == 6 else socket.AF_INET
-    if probe.kind == "udp":
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-    elif probe.kind == "tcp":
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    elif probe.kind == "icmp":
-        proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
-        sock = socket.socket(family, socket.SOCK_RAW, proto)
-    else:
-        raise ValueError(f"unknown packet kind {probe.kind}")
+    with (_fsuid(owner) if owner is not None else contextlib.nullcontext()):
+        sock = _new_socket(probe.kind, family)
     with sock:
         _prepare(sock, family, probe)
         if probe.kind == "udp":
@@ -234,6 +233,17 @@ def send_packet(probe: Probe) -> int | None:
                 message = header[:2] + struct.pack("!H", _checksum(message)) + header[4:] + payload
             sock.sendto(message, (probe.dst, 0))
     return None
+
+
+def _new_socket(kind: str, family: int) -> socket.socket:
+    if kind == "udp":
+        return socket.socket(family, socket.SOCK_DGRAM)
+    if kind == "tcp":
+        return socket.socket(family, socket.SOCK_STREAM)
+    if kind == "icmp":
+        proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+        return socket.socket(family, socket.SOCK_RAW, proto)
+    raise ValueError(f"unknown packet kind {kind}")
 
 
 def _prepare(sock: socket.socket, family: int, probe: Probe) -> None:

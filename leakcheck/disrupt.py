@@ -32,38 +32,55 @@ Nudges are sent only to canaries the kernel routes into the tunnel: a UDP
 datagram with TTL 1 (the tunnel's far end answers "time exceeded" through
 the tunnel) and an ICMP echo with the usual small TTL. Nothing is sent in
 clear on purpose.
+
+Everything live goes through one service, `ctx.control` (`Control`): the
+tunnel's counters (pulses), nudges, the cut, a fresh read of the routing
+state and an oracle over it (route questions are the oracle's), the clock
+and sleeps, the agent's tunnel history. The platform's own (`LiveControl`)
+is the default; tests inject a scripted one, and nothing here reads the OS
+itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import ipaddress
 import logging
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
-from leakcheck.active import DEFAULT_TTL, Observation, blocked_by_firewall, confirm, send_packet
+from leakcheck.active import DEFAULT_TTL, Observation, blocked_by_firewall, confirm
 from leakcheck.active import Probe as ActivePacket
 from leakcheck.netstate import NetState
 from leakcheck.oracle import Egress, Oracle, Path
-from leakcheck.probe import ProbeContext
-from leakcheck.rtnl import Query, RouteLookup
 from leakcheck.tunnel import Tunnel
+
+if TYPE_CHECKING:
+    from leakcheck.probe import ProbeContext
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
-NUDGE_EVERY_S = 0.5
+NUDGE_EVERY_S = 0.5  # also how often the routes are asked while waiting: a fresh read each time
 LOOK_EVERY_S = 0.5  # leak looks during the cut: often enough to catch a client's fallback, cheap enough
 NUDGE_PORT = 33434  # the traceroute port: a datagram nobody listens for
 # Long enough for WireGuard's passive keepalive (10 s) when the far end ignores ICMP.
 BASELINE_WAIT_S = 12.0
-SYS_NET = FsPath("/sys/class/net")
+
+
+class CannotMeasure(Exception):
+    """The test cannot give a meaningful answer here; the message says why."""
+
+
+class CutError(RuntimeError):
+    """The cut could not be put in place (no nftables, no privilege...)."""
+
+
+class CutBusy(CutError):
+    """Another live process holds the cut: a cut is already in progress."""
 
 
 # ---------------------------------------------------------------- live tunnel counters
@@ -80,23 +97,6 @@ class Pulse:
         return sorted(self.rx)
 
 
-def read_pulse(names: Sequence[str], wireguard_names: Sequence[str] = ()) -> Pulse:
-    rx = {}
-    for name in names:
-        base = SYS_NET / name
-        try:
-            rx[name] = (int((base / "ifindex").read_text()), int((base / "statistics" / "rx_packets").read_text()))
-        except (OSError, ValueError):
-            continue  # gone (a client that tore its interface down)
-    handshake = None
-    live_wg = [n for n in wireguard_names if n in rx]
-    if live_wg:
-        from leakcheck.linux import wireguard
-        stamps = [w.latest_handshake for w in wireguard.read(live_wg, []) if w.latest_handshake]
-        handshake = max(stamps) if stamps else None
-    return Pulse(rx=rx, handshake=handshake)
-
-
 def received_since(before: Pulse, now: Pulse) -> list[str]:
     """Tunnel interfaces that received packets between the two pulses. An
     interface re-created in between (new ifindex) counts from zero."""
@@ -109,33 +109,131 @@ def received_since(before: Pulse, now: Pulse) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------- the service probes are given
+
+class CutHandle(Protocol):
+    """A cut in place (leakcheck/linux/nftcut.py's Cut). `lift()` ends it."""
+
+    started: float  # the control's monotonic clock when the drop rules went in
+    started_wall: float  # unix time at the same moment
+    lifted_at: float | None
+    lift_error: str | None
+    removed_leftover: bool
+
+    @property
+    def safety(self) -> str: ...
+
+    def lift(self) -> None: ...
+
+
+class Control(Protocol):
+    """What a probe may do to the live machine, and read of it beyond the run's
+    snapshot: `ctx.control`. Injected like the oracle, so tests script it."""
+
+    def pulse(self, names: Sequence[str], wireguard_names: Sequence[str] = ()) -> Pulse:
+        """Packets received on each tunnel interface now, and WireGuard's newest handshake."""
+
+    def nudge(self, targets: Sequence[str]) -> None:
+        """Send packets whose answers come back through the tunnel (see the module docstring)."""
+
+    def read_state(self) -> NetState:
+        """The routing part of the network state (links, addresses, routes, rules, xfrm,
+        WireGuard), read again now."""
+
+    def oracle(self, state: NetState, tunnel: Tunnel) -> Oracle:
+        """An oracle over a fresh state (closed by the caller)."""
+
+    def cut(self, addresses: Sequence[str], seconds: float) -> CutHandle:
+        """Drop everything to and from `addresses` for `seconds`; lifted by the kernel if we die.
+        CutBusy when another run is cutting, CutError when it cannot be done."""
+
+    def history(self, state_dir: str) -> tuple[FsPath, list[dict[str, Any]]]:
+        """The agent's tunnel-history.json under `state_dir`: its path and well-formed entries."""
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+
+class LiveControl:
+    """The platform's own control: the platform parts (counters, state, cut) from
+    leakcheck/linux/control.py on Linux, the rest platform-neutral."""
+
+    def __init__(self) -> None:
+        self._platform: Any = None
+
+    def _live(self) -> Any:
+        if self._platform is None:
+            if not sys.platform.startswith("linux"):
+                raise CannotMeasure(f"live tunnel counters and the cut are not available on {sys.platform}")
+            from leakcheck.linux import control
+            self._platform = control
+        return self._platform
+
+    def pulse(self, names: Sequence[str], wireguard_names: Sequence[str] = ()) -> Pulse:
+        return self._live().read_pulse(names, wireguard_names)
+
+    def nudge(self, targets: Sequence[str]) -> None:
+        from leakcheck.active import send_packet
+
+        for target in targets:
+            for packet in (ActivePacket("udp", target, NUDGE_PORT, ttl=1),
+                           ActivePacket("icmp", target, ttl=DEFAULT_TTL)):
+                try:
+                    send_packet(packet)
+                except OSError:
+                    pass  # refused (a kill switch) or no route: the counters tell what matters
+
+    def read_state(self) -> NetState:
+        return self._live().read_routing_state()
+
+    def oracle(self, state: NetState, tunnel: Tunnel) -> Oracle:
+        return Oracle(state, tunnel)
+
+    def cut(self, addresses: Sequence[str], seconds: float) -> CutHandle:
+        return self._live().cut(addresses, seconds)
+
+    def history(self, state_dir: str) -> tuple[FsPath, list[dict[str, Any]]]:
+        from leakcheck.agent.state import Paths, TunnelHistory
+
+        paths = Paths(FsPath(state_dir))
+        entries = [e for e in TunnelHistory(paths).read()
+                   if isinstance(e, dict) and isinstance(e.get("down_at"), str)]
+        return paths.history, entries
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+
 # ---------------------------------------------------------------- routes and nudges
 
-def routed_into(targets: Sequence[str], lookup: RouteLookup) -> dict[str, str | None]:
-    """The interface the kernel sends each target to right now (None: no route)."""
-    answers = lookup.lookup_many([Query(dst=ipaddress.ip_address(t)) for t in targets])
-    out: dict[str, str | None] = {}
-    for target, answer in zip(targets, answers):
-        index = answer.oif if answer.oif else (answer.multipath[0][0] if answer.multipath else None)
-        name = None
-        if not answer.error and answer.type in (None, 1) and index:  # 1: unicast
-            try:
-                name = socket.if_indextoname(index)
-            except OSError:
-                name = None
-        out[target] = name
-    return out
+def routed_into(view: "ProbeContext", targets: Sequence[str]) -> dict[str, str | None]:
+    """The interface the kernel sends each target to now (None: no route), asked of
+    the view's oracle."""
+    egresses = view.oracle.egress_many([view.oracle.query(t) for t in targets])
+    return {target: (e.interface if e.path is not Path.BLOCKED else None) for target, e in zip(targets, egresses)}
 
 
-def nudge(targets: Sequence[str]) -> None:
-    """Packets whose answers come back through the tunnel (see the module docstring)."""
-    for target in targets:
-        for packet in (ActivePacket("udp", target, NUDGE_PORT, ttl=1), ActivePacket("icmp", target, ttl=DEFAULT_TTL)):
-            try:
-                send_packet(packet)
-            except OSError:
-                pass  # refused (a kill switch) or no route: the counters tell what matters
+def routes_now(ctx: "ProbeContext", targets: Sequence[str]) -> dict[str, str | None]:
+    """routed_into over a fresh read of the state (the run's snapshot predates the cut)."""
+    with fresh_view(ctx) as view:
+        return routed_into(view, targets)
 
+
+def nudge_tunnel(ctx: "ProbeContext", targets: Sequence[str], tunnel_names: Sequence[str]) -> dict[str, str | None]:
+    """Nudge the targets the kernel routes into the tunnel now (never one in clear);
+    returns the routes it saw."""
+    routes = routes_now(ctx, targets)
+    ctx.control.nudge([t for t, name in routes.items() if name in tunnel_names])
+    return routes
 
 # ---------------------------------------------------------------- looking for leaks while down
 
@@ -209,26 +307,8 @@ def summarize(looks: Sequence[Look]) -> list[dict[str, Any]]:
     return spans
 
 
-def read_routing_state() -> NetState:
-    """The part of the network state a look needs (links, addresses, routes,
-    rules, xfrm, WireGuard), read again now. Resolvers, firewall and process
-    sockets are left out: they cost more than the rest together and a look
-    happens twice a second."""
-    if not sys.platform.startswith("linux"):
-        from leakcheck import engine
-        return engine.read_state()
-    from leakcheck.linux import netlink, wireguard, xfrm
-
-    notes: list[str] = []
-    links, addresses, routes, rules = netlink.dump_all()
-    policies, states = xfrm.read(notes)
-    return NetState(links=links, addresses=addresses, routes=routes, rules=rules, xfrm_policies=policies,
-                    xfrm_states=states, wireguard=wireguard.read([l.name for l in links], notes),
-                    notes=tuple(notes))
-
-
 @contextlib.contextmanager
-def fresh_view(ctx: ProbeContext) -> Iterator[ProbeContext]:
+def fresh_view(ctx: "ProbeContext") -> Iterator["ProbeContext"]:
     """The probe context over a fresh read of the network state: the snapshot
     of the run predates the cut. The interfaces that were the tunnel stay
     watched even if detection no longer finds them."""
@@ -236,24 +316,24 @@ def fresh_view(ctx: ProbeContext) -> Iterator[ProbeContext]:
 
     for attempt in range(3):
         try:
-            state = read_routing_state()
+            state = ctx.control.read_state()
             break
         except Exception:  # a dump interrupted by the very changes we watch (a client tearing down)
             if attempt == 2:
                 raise
-            time.sleep(0.05)
+            ctx.control.sleep(0.05)
     found = tunnel_detection.detect(state, ctx.config)
     names = tuple(dict.fromkeys(ctx.tunnel.interfaces + found.interfaces))
     view_tunnel = Tunnel(state=found.state, kind=found.kind if found.interfaces else ctx.tunnel.kind,
                          interfaces=names, policy_ipsec=found.policy_ipsec)
-    oracle = Oracle(state, view_tunnel)
+    oracle = ctx.control.oracle(state, view_tunnel)
     try:
         yield dataclasses.replace(ctx, state=state, tunnel=view_tunnel, oracle=oracle)
     finally:
         oracle.close()
 
 
-def look(ctx: ProbeContext, canaries: Sequence[str], since: float, phase: str) -> Look:
+def look(ctx: "ProbeContext", canaries: Sequence[str], since: float, phase: str) -> Look:
     with fresh_view(ctx) as view:
         # the state of the tunnel as detection sees it now, not the names we keep watching
         state = "up" if any((l := view.state.link(n)) and l.usable for n in ctx.tunnel.interfaces) else "down"
@@ -263,6 +343,7 @@ def look(ctx: ProbeContext, canaries: Sequence[str], since: float, phase: str) -
             observations = view.observe([ActivePacket("udp", c, NUDGE_PORT) for c in canaries])
         except Exception as exc:  # an interface vanished under the sniffer (a client tearing down)
             observations, note = None, f"capture failed ({exc}); judged from routes"
+    egresses = _route_taken(ctx, egresses, observations)
     out = []
     for i, egress in enumerate(egresses):
         obs = observations[i] if observations else None
@@ -272,7 +353,25 @@ def look(ctx: ProbeContext, canaries: Sequence[str], since: float, phase: str) -
         if leaks and ctx.is_allowed_direct(egress.destination):
             leaks = False  # a managed exception is not a leak, cut or not
         out.append(CanaryLook(egress, obs, leaks, method))
-    return Look(at_s=time.monotonic() - since, phase=phase, tunnel_state=state, canaries=out, note=note)
+    return Look(at_s=ctx.control.monotonic() - since, phase=phase, tunnel_state=state, canaries=out, note=note)
+
+
+def _route_taken(ctx: "ProbeContext", egresses: list[Egress],
+                 observations: "list[Observation] | None") -> list[Egress]:
+    """A packet seen in clear although the route asked just before said otherwise:
+    the client changed the routes in between (it is tearing down). Ask again, so
+    the evidence names the route the packet took, not the one it no longer had."""
+    stale = [i for i, e in enumerate(egresses)
+             if observations and observations[i].clear_on and not e.outside_tunnel]
+    if not stale:
+        return egresses
+    with fresh_view(ctx) as view:
+        again = view.oracle.egress_many([view.oracle.query(egresses[i].destination) for i in stale])
+    out = list(egresses)
+    for i, egress in zip(stale, again):
+        if egress.outside_tunnel:
+            out[i] = egress
+    return out
 
 
 # ---------------------------------------------------------------- the test
@@ -310,92 +409,95 @@ class CutOutcome:
         return [lk for lk in self.looks if lk.leaking]
 
 
-class CannotMeasure(Exception):
-    """The test cannot give a meaningful answer here; the message says why."""
-
-
-def baseline(plan: CutPlan, lookup: RouteLookup, wait_s: float = BASELINE_WAIT_S,
-             clock: Callable[[], float] = time.monotonic) -> str:
+def baseline(ctx: "ProbeContext", plan: CutPlan, wait_s: float = BASELINE_WAIT_S) -> str:
     """Show the tunnel answering before the cut; CannotMeasure if it does not."""
-    before = read_pulse(plan.tunnel_names, plan.wireguard_names)
-    deadline = clock() + wait_s
+    control = ctx.control
+    before = control.pulse(plan.tunnel_names, plan.wireguard_names)
+    deadline = control.monotonic() + wait_s
     next_nudge = 0.0
     while True:
-        now = clock()
+        now = control.monotonic()
         if now >= next_nudge:
-            nudge([t for t, n in routed_into(plan.canaries, lookup).items() if n in plan.tunnel_names])
+            nudge_tunnel(ctx, plan.canaries, plan.tunnel_names)
             next_nudge = now + NUDGE_EVERY_S
-        time.sleep(POLL_S)
-        pulse = read_pulse(plan.tunnel_names, plan.wireguard_names)
+        control.sleep(POLL_S)
+        pulse = control.pulse(plan.tunnel_names, plan.wireguard_names)
         got = received_since(before, pulse)
         if got:
             return f"packets received on {', '.join(got)} in reply to test packets"
         if pulse.handshake and (before.handshake is None or pulse.handshake > before.handshake):
             return "a fresh WireGuard handshake"
-        if clock() >= deadline:
+        if control.monotonic() >= deadline:
             raise CannotMeasure(f"the tunnel showed no reply to test packets within {wait_s:g} s before the "
                                 "cut (its far end may not answer them): a reconnect time could not be told")
 
 
-def cut_test(ctx: ProbeContext, plan: CutPlan) -> CutOutcome:
+def cut_test(ctx: "ProbeContext", plan: CutPlan) -> CutOutcome:
     """Run the whole test (module docstring). The cut is always lifted before
     this returns or raises; the kernel lifts it by itself if the process dies."""
-    from leakcheck.linux import nftcut
-
-    with RouteLookup() as lookup:
-        outcome = CutOutcome(plan=plan, baseline=baseline(plan, lookup))
-        cut = nftcut.cut(plan.endpoints, plan.cut_s)
-        outcome.safety, outcome.removed_leftover = cut.safety, cut.removed_leftover
-        try:
-            _watch_cut(ctx, plan, cut.started, outcome)
-            # Nothing comes back from the server during the cut: this is the base for "received after".
-            before_lift = read_pulse(plan.tunnel_names, plan.wireguard_names)
-        finally:
-            cut.lift()
-        outcome.held_s = (cut.lifted_at or time.monotonic()) - cut.started
-        outcome.lift_error = cut.lift_error
-        _wait_back(plan, lookup, cut.started_wall, cut.lifted_at or time.monotonic(), before_lift, outcome)
-        if not outcome.back:
-            outcome.looks.append(look(ctx, plan.canaries, cut.started, "after-bound"))
+    control = ctx.control
+    outcome = CutOutcome(plan=plan, baseline=baseline(ctx, plan))
+    cut = control.cut(plan.endpoints, plan.cut_s)
+    outcome.safety, outcome.removed_leftover = cut.safety, cut.removed_leftover
+    try:
+        _watch_cut(ctx, plan, cut.started, outcome)
+        # Nothing comes back from the server during the cut: this is the base for "received after".
+        before_lift = control.pulse(plan.tunnel_names, plan.wireguard_names)
+    finally:
+        cut.lift()
+    lifted = cut.lifted_at if cut.lifted_at is not None else control.monotonic()
+    outcome.held_s = lifted - cut.started
+    outcome.lift_error = cut.lift_error
+    _wait_back(ctx, plan, cut.started_wall, lifted, before_lift, outcome)
+    if not outcome.back:
+        outcome.looks.append(look(ctx, plan.canaries, cut.started, "after-bound"))
     return outcome
 
 
-def _watch_cut(ctx: ProbeContext, plan: CutPlan, started: float, outcome: CutOutcome) -> None:
+def _watch_cut(ctx: "ProbeContext", plan: CutPlan, started: float, outcome: CutOutcome) -> None:
     """Look for leaks again and again until the cut's time is up (at least once)."""
+    control = ctx.control
     end = started + plan.cut_s
     cost = 0.0
-    while not outcome.looks or time.monotonic() + cost < end:
-        begun = time.monotonic()
+    while not outcome.looks or control.monotonic() + cost < end:
+        begun = control.monotonic()
         outcome.looks.append(look(ctx, plan.canaries, started, "cut"))
-        cost = time.monotonic() - begun
-        time.sleep(max(0.0, min(LOOK_EVERY_S - cost, end - time.monotonic() - cost)))
-    time.sleep(max(0.0, end - time.monotonic()))
+        cost = control.monotonic() - begun
+        control.sleep(min(LOOK_EVERY_S - cost, end - control.monotonic() - cost))
+    control.sleep(end - control.monotonic())
 
 
-def _wait_back(plan: CutPlan, lookup: RouteLookup, cut_wall: float, lifted: float, before: Pulse,
+def _wait_back(ctx: "ProbeContext", plan: CutPlan, cut_wall: float, lifted: float, before: Pulse,
                outcome: CutOutcome) -> None:
+    """Poll the counters every POLL_S; ask the routes (a fresh read) every NUDGE_EVERY_S
+    and as soon as the far end answered: back needs both (module docstring)."""
+    control = ctx.control
     deadline = lifted + plan.bound_s
-    next_nudge = 0.0
+    next_routes = 0.0
     routes: dict[str, str | None] = {}
+    routed = False
     while True:
-        routes = routed_into(plan.canaries, lookup)
-        routed = all(routes[c] in plan.tunnel_names for c in plan.canaries)
-        now = time.monotonic()
-        if routed and now >= next_nudge:
-            nudge(plan.canaries)
-            next_nudge = now + NUDGE_EVERY_S
-        time.sleep(POLL_S)
-        pulse = read_pulse(plan.tunnel_names, plan.wireguard_names)
+        if control.monotonic() >= next_routes:
+            routes = routes_now(ctx, plan.canaries)
+            routed = all(routes[c] in plan.tunnel_names for c in plan.canaries)
+            if routed:
+                control.nudge(plan.canaries)
+            next_routes = control.monotonic() + NUDGE_EVERY_S
+        control.sleep(POLL_S)
+        pulse = control.pulse(plan.tunnel_names, plan.wireguard_names)
         handshake_after = pulse.handshake is not None and pulse.handshake > cut_wall
         received = received_since(before, pulse)
+        if (handshake_after or received) and not routed:
+            routes = routes_now(ctx, plan.canaries)  # answered: are the routes back too?
+            routed = all(routes[c] in plan.tunnel_names for c in plan.canaries)
         if routed and (handshake_after or received):
-            outcome.back_s = time.monotonic() - lifted
+            outcome.back_s = control.monotonic() - lifted
             outcome.decided_by = "wireguard-handshake" if handshake_after else "reply-through-tunnel"
             outcome.back_detail = {"routes": dict(routes), "received_on": received}
             if handshake_after:
                 outcome.back_detail["handshake_at"] = pulse.handshake
             break
-        if time.monotonic() >= deadline:
+        if control.monotonic() >= deadline:
             outcome.back_detail = {"tunnel_interfaces_present": pulse.present, "received_on": received,
                                    "handshake_after_cut": handshake_after}
             break

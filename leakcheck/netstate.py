@@ -320,6 +320,7 @@ class FirewallRule:
     daddrs: tuple[str, ...] = ()
     marks: tuple[tuple[int, int], ...] = ()  # matched packet mark (value, mask)
     l4protos: tuple[str, ...] = ()
+    dports: tuple[tuple[int, int], ...] = ()  # destination port ranges (tcp/udp/th dport, --dport)
     nfprotos: tuple[str, ...] = ()  # ipv4 / ipv6 (meta nfproto in an inet table)
     ct_states: tuple[str, ...] = ()
     negated: tuple[str, ...] = ()  # selector names matched with != ("uids", "oifnames"...)
@@ -427,6 +428,18 @@ class LinkDetail:
 
 
 @dataclass(frozen=True)
+class TunnelOwner:
+    """The process holding a tun/tap/ppp device, and the VPN servers it talks
+    to: the remote ends of its sockets outside the tunnel (leakcheck/linux/tunowners.py)."""
+
+    ifname: str
+    pid: int
+    name: str  # the process's name (comm)
+    endpoints: tuple[str, ...] = ()  # outer endpoint addresses (the VPN servers)
+    evidence: tuple[str, ...] = ()  # how each endpoint was found, in words
+
+
+@dataclass(frozen=True)
 class NetState:
     links: tuple[Link, ...] = ()
     addresses: tuple[Address, ...] = ()
@@ -444,6 +457,8 @@ class NetState:
     firewall: Firewall | None = None  # None: not read
     activity: Activity | None = None  # processes and live sockets; None: not read
     link_details: tuple[LinkDetail, ...] = ()
+    tunnel_owners: tuple[TunnelOwner, ...] = ()  # tun/tap/ppp holders and their servers
+    accounts: dict[int, tuple[str, int]] = field(default_factory=dict)  # uid -> (user name, primary gid)
 
     def link(self, name_or_index: str | int | None) -> Link | None:
         for link in self.links:

@@ -10,7 +10,8 @@ A probe is a small class in its own module under `probes/`:
 
         def run(self, ctx: ProbeContext) -> list[Finding]: ...
 
-It reads the shared `ctx.state` / `ctx.oracle` (never the OS directly),
+It reads the shared `ctx.state` / `ctx.oracle` (never the OS directly; what
+is live - counters, nudges, cuts, sleeps - goes through `ctx.control`),
 returns findings, or raises `ProbeSkipped(reason)` when it cannot run here.
 """
 
@@ -34,11 +35,26 @@ from leakcheck.tunnel import Tunnel
 if TYPE_CHECKING:
     from leakcheck.active import Observation
     from leakcheck.active import Probe as ActivePacket
+    from leakcheck.disrupt import Control
 
 log = logging.getLogger(__name__)
 PROBE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+# Destinations that stand in for the internet when `canaries.ipv4` / `canaries.ipv6` list
+# none, so what is looked at never depends on the canary list: well-known public
+# resolvers of both families (Cloudflare, Google, Quad9), run as anycast worldwide.
+# They are only asked of the kernel and the firewall; test packets go to configured
+# canaries only.
+BUILTIN_DESTINATIONS: dict[int, tuple[str, ...]] = {
+    4: ("1.1.1.1", "8.8.8.8", "9.9.9.9"),
+    6: ("2606:4700:4700::1111", "2001:4860:4860::8888", "2620:fe::fe"),
+}
 
 __all__ = ["Probe", "ProbeContext", "ProbeSkipped", "Finding", "Severity", "Effect", "validate_probe"]
+
+
+def _live_control() -> "Control":
+    from leakcheck.disrupt import LiveControl  # cheap: nothing live is touched until asked
+    return LiveControl()
 
 
 @dataclass
@@ -54,6 +70,9 @@ class ProbeContext:
     trigger: str = "manual"
     active: bool = True  # send test packets and capture them (needs root)
     active_runs: list[float] = field(default_factory=list)  # seconds spent per capture window
+    # The live machine beyond the snapshot: tunnel counters, nudges, the cut, fresh
+    # reads, the clock, the agent's tunnel history (leakcheck.disrupt.Control).
+    control: "Control" = field(default_factory=_live_control)
 
     def active_unavailable(self) -> str | None:
         """Why active checks will not run, or None when they will."""
@@ -84,6 +103,18 @@ class ProbeContext:
             return None
         finally:
             self.active_runs.append(time.monotonic() - started)
+
+    def canaries(self, family: int) -> list[Any]:
+        """The configured canaries of one family: where test packets may go."""
+        return [ipaddress.ip_address(t) for t in self.config.get("canaries", f"ipv{family}")]
+
+    def destinations(self, family: int) -> tuple[list[Any], str]:
+        """Internet destinations of one family to ask about, and where they come from
+        ("config" or "built-in"): the canaries, or BUILTIN_DESTINATIONS when none are set."""
+        configured = self.canaries(family)
+        if configured:
+            return configured, "config"
+        return [ipaddress.ip_address(t) for t in BUILTIN_DESTINATIONS[family]], "built-in"
 
     @functools.cached_property
     def allowed_direct(self) -> list[IPNetwork]:

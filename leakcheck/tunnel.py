@@ -95,10 +95,18 @@ def _dominant(kinds: set[str]) -> str:
     return "other"
 
 
-def vpn_endpoints(state: NetState) -> set[str]:
-    """Addresses of the VPN servers: WireGuard peers and IPsec tunnel peers."""
-    endpoints = {ep for wg in state.wireguard for ep in wg.endpoints}
-    endpoints |= {t.dst for p in state.out_policies() if p.protects for t in p.templates if t.dst}
+def vpn_endpoints(state: NetState, tunnel: Tunnel | None = None) -> set[str]:
+    """Addresses of the VPN servers: WireGuard peers, IPsec tunnel peers, and
+    the servers of tun/tap/ppp clients (the remote ends of the sockets of the
+    process holding the device: leakcheck/linux/tunowners.py). With `tunnel`,
+    only the servers of its interfaces (and IPsec's when it is policy-based)."""
+    def ours(ifname: str) -> bool:
+        return tunnel is None or tunnel.is_tunnel_interface(ifname)
+
+    endpoints = {ep for wg in state.wireguard if ours(wg.ifname) for ep in wg.endpoints}
+    endpoints |= {ep for owner in state.tunnel_owners if ours(owner.ifname) for ep in owner.endpoints}
+    if tunnel is None or tunnel.policy_ipsec or tunnel.kind == "ipsec":
+        endpoints |= {t.dst for p in state.out_policies() if p.protects for t in p.templates if t.dst}
     endpoints |= set(state.vpn_servers)  # macOS / Windows backends (leakcheck/platform)
     return endpoints
 

@@ -7,7 +7,10 @@ to each one would leave:
 
 - `dns.resolver-outside-tunnel`: a resolver that receives ordinary queries
   is reached outside the tunnel (the hotel/ISP resolver, a per-link server
-  with `~.` or DefaultRoute on a physical link).
+  with `~.` or DefaultRoute on a physical link), or a local stub resolver
+  (dnsmasq, unbound on 127.0.0.x) whose forwarders sent the unique test
+  lookup out of a physical interface in clear: the evidence names the
+  stub and the process listening on it, its upstream and the packet.
 - `dns.scoped-resolver-outside-tunnel` (warn): a per-link resolver outside
   the tunnel that only receives queries for its own routing domains.
 - `dns.local-resolver-unverified` (warn): queries go to a local resolver
@@ -18,6 +21,8 @@ Managed exceptions (`policy.allowed_direct`) are not findings.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from leakcheck.active import Observation
 from leakcheck.active import Probe as ActivePacket
@@ -48,8 +53,11 @@ class DnsProbe(Probe):
         local = [r for r in resolvers if r.address.is_loopback]
         remote = [r for r in resolvers if not r.address.is_loopback]
         observed = self._active_query(ctx)
-        # a local stub's note is None when the active lookup already showed where queries go
-        findings = [f for f in (self._local_finding(ctx, r, observed) for r in local) if f is not None]
+        findings: list[Finding] = []
+        for resolver in local:
+            finding = self._local_finding(ctx, resolver, observed)
+            if finding is not None:
+                findings.append(finding)
         queries = [ctx.oracle.query(r.address, ipproto=UDP, dport=DNS_PORT) for r in remote]
         for resolver, egress in zip(remote, ctx.oracle.egress_many(queries)):
             finding = self._judge(ctx, resolver, egress, observed)
@@ -57,8 +65,8 @@ class DnsProbe(Probe):
                 findings.append(finding)
         if observed is not None and observed.outcome == "clear" and not any(
                 f.id == "dns.resolver-outside-tunnel" for f in findings):
-            findings.append(self._observed_finding(observed))
-        return [f for f in findings if f is not None]
+            findings.append(self._observed_finding(ctx, observed, local))
+        return findings
 
     def _active_query(self, ctx: ProbeContext) -> Observation | None:
         """A unique name through the system resolver, captured on every interface."""
@@ -66,15 +74,47 @@ class DnsProbe(Probe):
         seen = ctx.observe([ActivePacket("dns", "", qname=name, nonce=nonce)])
         return seen[0] if seen else None
 
-    def _observed_finding(self, obs: Observation) -> Finding:
+    def _observed_finding(self, ctx: ProbeContext, obs: Observation, local: list[Resolver]) -> Finding:
         where = ", ".join(obs.clear_on)
-        summary = (f"A test lookup of a unique name through the system resolver left {where} in clear "
-                   f"to {obs.clear_dst}: DNS queries escape the tunnel.")
-        fix = ("Find what sends queries outside the tunnel (a local resolver's forwarders, a per-link "
-               "resolver) and point it at the VPN's resolver; block port 53/853 outside the tunnel.")
-        return self.finding("dns.resolver-outside-tunnel", Severity.CRITICAL, summary,
-                            {"resolver": obs.clear_dst, "method": "observed", "observed": obs.evidence()},
-                            fix, Guidance.DNS)
+        evidence: dict[str, Any] = {"resolver": obs.clear_dst, "upstream": obs.clear_dst,
+                                    "upstream_interface": obs.clear_on[0] if obs.clear_on else None,
+                                    "method": "observed", "observed": obs.evidence()}
+        if local:
+            stub = self._stub(ctx, local[0])
+            evidence["stub"] = stub
+            who = f" ({stub['process']})" if stub.get("process") else ""
+            summary = (f"DNS queries go to a local resolver at {local[0].address}{who}, which forwards them "
+                       f"to {obs.clear_dst} out of {where} in clear: a test lookup of a unique name was "
+                       f"seen leaving the tunnel.")
+            fix = (f"Point the local resolver's forwarders at the VPN's resolver (and do not pin them to "
+                   f"{where}), or use the VPN's resolver directly; block port 53/853 outside the tunnel.")
+        else:
+            summary = (f"A test lookup of a unique name through the system resolver left {where} in clear "
+                       f"to {obs.clear_dst}: DNS queries escape the tunnel.")
+            fix = ("Find what sends queries outside the tunnel (a local resolver's forwarders, a per-link "
+                   "resolver) and point it at the VPN's resolver; block port 53/853 outside the tunnel.")
+        if obs.clear_dst:
+            # what the egress verdict says of the same packet sent the ordinary way (a pinned
+            # forwarder is bound to its interface, so the two may differ: the observation wins)
+            evidence["verdict_for_upstream"] = ctx.oracle.egress(obs.clear_dst, ipproto=UDP,
+                                                                 dport=DNS_PORT).evidence()
+        return self.finding("dns.resolver-outside-tunnel", Severity.CRITICAL, summary, evidence, fix, Guidance.DNS)
+
+    @staticmethod
+    def _stub(ctx: ProbeContext, resolver: Resolver) -> dict[str, Any]:
+        """The local stub: its address, where resolv.conf named it, and the process listening there."""
+        out: dict[str, Any] = {"address": str(resolver.address), "source": resolver.source,
+                               "kind": ctx.state.stub_resolver, "process": None, "pid": None}
+        activity = ctx.state.activity
+        if activity is None:
+            return out
+        for sock in activity.sockets:
+            if sock.local_port == DNS_PORT and sock.local in (str(resolver.address), "0.0.0.0", "::"):
+                owners = activity.owners(sock)
+                if owners:
+                    out["process"], out["pid"] = owners[0].name, owners[0].pid
+                    break
+        return out
 
     def _judge(self, ctx: ProbeContext, resolver: Resolver, egress: Egress,
                observed: Observation | None) -> Finding | None:

@@ -2,8 +2,11 @@
 an IPv6-only tunnel)?
 
 The most common leak measured at scale: an IPv4-only VPN next to a working
-IPv6 path. For each family the tunnel does not carry, the kernel is asked
-where canary traffic of that family goes; a leak needs both a direct route
+IPv6 path. For each family the tunnel does not carry, the egress verdict
+(route, xfrm, firewall) is asked where traffic of that family goes: to the
+configured canaries, or to built-in public destinations when the config
+lists none (what is looked at never depends on the canary list; test
+packets go to configured canaries only). A leak needs both a direct path
 and a global source address on that interface. A link-local address or
 router solicitations alone are not a leak; IPv6 disabled or blackholed is
 a pass.
@@ -21,10 +24,9 @@ Skipped when no tunnel is up (the routes probe reports every family then).
 from __future__ import annotations
 
 from leakcheck.active import Probe as ActivePacket
-from leakcheck.active import confirm
 from leakcheck.addrspace import is_public
 from leakcheck.errors import ProbeSkipped
-from leakcheck.oracle import Egress
+from leakcheck.oracle import Egress, confirm
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
 from leakcheck.report import Guidance
 from leakcheck.tunnel import family_gap
@@ -54,14 +56,18 @@ class Ipv6Probe(Probe):
         return findings
 
     def _check_family(self, ctx: ProbeContext, family: int, other: int) -> Finding | None:
-        targets = ctx.config.get("canaries", f"ipv{family}")
+        # the family's internet, whatever the canaries say: built-in destinations stand in
+        targets, origin = ctx.destinations(family)
         egresses = ctx.oracle.egress_many([ctx.oracle.query(t) for t in targets])
         candidates = [e for e in egresses if not ctx.is_allowed_direct(e.destination)]
-        observations = ctx.observe([ActivePacket("udp", str(e.destination), 33434) for e in candidates])
+        # test packets only to configured canaries: they add evidence, they do not decide
+        sent = [e for e in candidates if origin == "config"]
+        observations = ctx.observe([ActivePacket("udp", str(e.destination), 33434) for e in sent]) or []
+        seen = dict(zip([e.destination for e in sent], observations))
         leaking = []
-        for i, egress in enumerate(candidates):
-            obs = observations[i] if observations else None
-            leaks, method = confirm(egress.outside_tunnel, obs)
+        for egress in candidates:
+            obs = seen.get(egress.destination)
+            leaks, method = confirm(egress, obs)
             if leaks:
                 leaking.append((egress, obs, method))
         if not leaking:
@@ -70,7 +76,8 @@ class Ipv6Probe(Probe):
         sources = [str(a.address) for a in ctx.state.addresses_of(first.interface or "", family)
                    if is_public(a.address)]
         evidence = {"family": FAMILY[family], "tunnel_carries": FAMILY[other],
-                    "destinations": [str(e.destination) for e, _, _ in leaking], "addresses": sources,
+                    "destinations": [str(e.destination) for e, _, _ in leaking], "destinations_from": origin,
+                    "addresses": sources,
                     "accept_ra": ctx.state.sysctls.get(f"net.ipv6.conf.{first.interface}.accept_ra"),
                     **first.evidence(), "method": method}
         if obs is not None:

@@ -46,7 +46,6 @@ evidence says "method": "observed" or "inferred".
 from __future__ import annotations
 
 import ipaddress
-import pwd
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -55,7 +54,6 @@ from leakcheck.active import Probe as ActivePacket
 from leakcheck.active import confirm
 from leakcheck.addrspace import first_public_address, is_public
 from leakcheck.errors import ProbeSkipped
-from leakcheck.linux.firewall import Flow, effective_mark, mark_setters, marks_for
 from leakcheck.netstate import Activity, Firewall, FirewallRule, ProcessInfo, SocketInfo
 from leakcheck.oracle import Egress, Path
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
@@ -145,15 +143,12 @@ class PerAppProbe(Probe):
     # -- which destinations, as whom ------------------------------------------------
 
     def _targets(self, ctx: ProbeContext, ref_uid: int | None) -> list[Target]:
-        dsts = [ipaddress.ip_address(t) for family in (4, 6)
+        dsts = [d for family in (4, 6)
                 if not family_gap(ctx.state, ctx.tunnel, family)  # the ipv6 probe's case
-                for t in ctx.config.get("canaries", f"ipv{family}")]
+                for d in ctx.destinations(family)[0]]
         dsts = [d for d in dsts if not ctx.is_allowed_direct(d)]
-        fw = ctx.state.firewall or Firewall()
         # an ordinary user's packets, with whatever mark the firewall gives them
-        marks = [effective_mark(marks_for(fw, Flow(family=d.version, daddr=str(d), uid=ref_uid,
-                                                   gid=_primary_gid(ref_uid) if ref_uid is not None else None)))
-                 for d in dsts]
+        marks = [ctx.oracle.firewall_mark(d, ref_uid)[0] for d in dsts]
         egresses = ctx.oracle.egress_many([ctx.oracle.query(d, uid=ref_uid, mark=m or None)
                                            for d, m in zip(dsts, marks)])
         return [Target(d, e) for d, e in zip(dsts, egresses) if e.path is not Path.CLEAR]
@@ -163,11 +158,10 @@ class PerAppProbe(Probe):
         for rule in ctx.state.rules:
             if rule.uid_range:
                 named += [rule.uid_range[0], rule.uid_range[1]]
-        for family in (4, 6):
-            for setter in mark_setters(fw, family):
-                for lo, hi in setter.uids:
-                    if "uids" not in setter.negated:
-                        named += [lo, hi]
+        for setter in ctx.oracle.mark_setters():
+            for lo, hi in setter.uids:
+                if "uids" not in setter.negated:
+                    named += [lo, hi]
         running = [p.uid for p in activity.processes] + [uid for _, uid in activity.logins]
         ordered = list(dict.fromkeys(named + sorted(set(running))))
         return [u for u in ordered if u != ref_uid and 0 <= u < FULL_MASK][:MAX_UIDS]
@@ -178,11 +172,9 @@ class PerAppProbe(Probe):
         uids = self._uids(ctx, fw, activity, ref_uid)
         plans = []
         for uid in uids:
-            gid = _primary_gid(uid)
             for target in targets:
-                flow = Flow(family=target.dst.version, daddr=str(target.dst), uid=uid, gid=gid)
-                sets = marks_for(fw, flow)
-                plans.append((uid, target, effective_mark(sets), [s.rule for s in sets if s.certain]))
+                mark, setters = ctx.oracle.firewall_mark(target.dst, uid)
+                plans.append((uid, target, mark, setters))
         queries = [ctx.oracle.query(t.dst, uid=uid, mark=mark or None) for uid, t, mark, _ in plans]
         answers = ctx.oracle.egress_many(queries)
         out: dict[int, Bypass] = {uid: Bypass("user", uid, None, inferred=False, leaks=False) for uid in uids}
@@ -200,7 +192,7 @@ class PerAppProbe(Probe):
 
     def _marks(self, ctx: ProbeContext, targets: list[Target], fw: Firewall, activity: Activity,
                ref_uid: int | None) -> tuple[list[Bypass], list[Bypass]]:
-        setters = list({id(r): r for family in (4, 6) for r in mark_setters(fw, family)}.values())
+        setters = ctx.oracle.mark_setters()
         candidates = self._candidate_marks(ctx, setters, activity)
         if not candidates:
             return [], []
@@ -213,7 +205,9 @@ class PerAppProbe(Probe):
             probes += [(mark, d) for d in dict.fromkeys(dsts)]
         refs = {t.dst: t.reference for t in targets}
         extra = [d for _, d in probes if d not in refs]
-        for dst, egress in zip(extra, ctx.oracle.egress_many([ctx.oracle.query(d, uid=ref_uid) for d in extra])):
+        # the path without the mark (mark 0: the oracle adds no firewall mark), to compare with
+        unmarked = ctx.oracle.egress_many([ctx.oracle.query(d, uid=ref_uid, mark=0) for d in extra])
+        for dst, egress in zip(extra, unmarked):
             refs[dst] = egress
         answers = ctx.oracle.egress_many([ctx.oracle.query(d, uid=ref_uid, mark=m) for m, d in probes])
         bypassing: dict[int, Bypass] = {}
@@ -343,7 +337,7 @@ class PerAppProbe(Probe):
     def _user_finding(self, ctx: ProbeContext, group: list[Bypass], activity: Activity) -> Finding:
         first = group[0]
         egress = first.egress
-        people = [_user_text(b.key) for b in group]
+        people = [_user_text(ctx, b.key) for b in group]
         procs = [p for b in group for p in activity.processes if p.uid == b.key]
         observed = [b for b in group if b.method == "observed" and b.observation is not None]
         if first.setters:
@@ -368,13 +362,13 @@ class PerAppProbe(Probe):
             obs = observed[0].observation
             summary += f" Observed: a test packet sent as uid {observed[0].key} left {', '.join(obs.clear_on)} in clear."  # type: ignore[union-attr]
         evidence: dict[str, Any] = {
-            "users": [{"uid": b.key, "user": _user_name(b.key), "destinations": b.destinations,
+            "users": [{"uid": b.key, "user": _user_name(ctx, b.key), "destinations": b.destinations,
                        "method": b.method, **({"observed": b.observation.evidence()} if b.observation else {})}
                       for b in group],
             "method": "observed" if observed else "inferred",
             "processes": [p.evidence() for p in procs[:MAX_LISTED]],
             "process_count": len(procs),
-            "connections": [_socket_evidence(s, activity) for b in group for s in b.sockets][:MAX_LISTED],
+            "connections": [_socket_evidence(ctx, s, activity) for b in group for s in b.sockets][:MAX_LISTED],
         }
         if first.setters:
             evidence["firewall_rules"] = [r.text for r in first.setters]
@@ -415,7 +409,7 @@ class PerAppProbe(Probe):
         evidence: dict[str, Any] = {"mark": hex(entry.mark), "destinations": entry.destinations,
                                     "method": entry.method,
                                     "firewall_rules": [r.text for r in entry.setters],
-                                    "sockets": [_socket_evidence(s, activity) for s in entry.sockets][:MAX_LISTED]}
+                                    "sockets": [_socket_evidence(ctx, s, activity) for s in entry.sockets][:MAX_LISTED]}
         if entry.observation is not None:
             evidence["observed"] = entry.observation.evidence()
         if entry.egress is not None:
@@ -447,7 +441,7 @@ class PerAppProbe(Probe):
                        activity: Activity) -> Finding:
         owners = activity.owners(sock)
         who = _owners_text(sock, owners)
-        evidence: dict[str, Any] = {**_socket_evidence(sock, activity), "method": "inferred",
+        evidence: dict[str, Any] = {**_socket_evidence(ctx, sock, activity), "method": "inferred",
                                     "decided_by": "live sockets (sock_diag): bound device"}
         if egress is None:
             summary = (f"{who} has a {sock.protocol.upper()} socket bound to {sock.bound_device} "
@@ -473,7 +467,7 @@ class PerAppProbe(Probe):
                             activity: Activity) -> Finding:
         who = _owners_text(sock, activity.owners(sock))
         on_physical = _address_interface(ctx, sock.local)
-        evidence = {**_socket_evidence(sock, activity), **egress.evidence(), "method": "inferred",
+        evidence = {**_socket_evidence(ctx, sock, activity), **egress.evidence(), "method": "inferred",
                     "local_address_interface": on_physical}
         summary = (f"{who} has a live {sock.protocol.upper()} connection from {sock.local} to {sock.remote} "
                    f"port {sock.remote_port} that goes {egress.describe()}, outside the tunnel"
@@ -505,7 +499,7 @@ class PerAppProbe(Probe):
 def reference_uid(ctx: ProbeContext, fw: Firewall) -> int | None:
     """A uid no uid rule (policy or firewall) names: what an ordinary user gets."""
     ranges = [r.uid_range for r in ctx.state.rules if r.uid_range]
-    ranges += [rng for family in (4, 6) for r in mark_setters(fw, family) for rng in r.uids]
+    ranges += [rng for r in ctx.oracle.mark_setters() for rng in r.uids]
     for uid in REFERENCE_UIDS:
         if not any(lo <= uid <= hi for lo, hi in ranges):
             return uid
@@ -555,22 +549,13 @@ def _group(users: list[Bypass]) -> list[list[Bypass]]:
     return list(groups.values())
 
 
-def _primary_gid(uid: int) -> int | None:
-    try:
-        return pwd.getpwuid(uid).pw_gid
-    except (KeyError, OverflowError):
-        return None
+def _user_name(ctx: ProbeContext, uid: int) -> str | None:
+    """From the accounts in the network state (read once per run)."""
+    return ctx.oracle.user_name(uid)
 
 
-def _user_name(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, OverflowError):
-        return None
-
-
-def _user_text(uid: int) -> str:
-    name = _user_name(uid)
+def _user_text(ctx: ProbeContext, uid: int) -> str:
+    name = _user_name(ctx, uid)
     return f"user {name} (uid {uid})" if name else f"uid {uid} (no user account)"
 
 
@@ -631,10 +616,10 @@ def _owners_text(sock: SocketInfo, owners: list[ProcessInfo]) -> str:
     return f"A socket of uid {sock.uid} (process not visible)"
 
 
-def _socket_evidence(sock: SocketInfo, activity: Activity) -> dict[str, Any]:
+def _socket_evidence(ctx: ProbeContext, sock: SocketInfo, activity: Activity) -> dict[str, Any]:
     return {"connection": sock.describe(), "protocol": sock.protocol, "state": sock.state,
             "local": f"{sock.local}:{sock.local_port}",
             "remote": f"{sock.remote}:{sock.remote_port}" if sock.remote else None,
             "bound_device": sock.bound_device, "socket_mark": hex(sock.mark) if sock.mark is not None else None,
-            "uid": sock.uid, "user": _user_name(sock.uid) if sock.uid >= 0 else None,
+            "uid": sock.uid, "user": _user_name(ctx, sock.uid) if sock.uid >= 0 else None,
             "processes": [p.evidence() for p in activity.owners(sock)]}

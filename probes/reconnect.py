@@ -23,13 +23,14 @@ from netlink link/address/route changes):
 
 **Active, only when enabled** (`[agent] disruptive = true` or
 `leakcheck run --disruptive`; privileged; test packets allowed; an interface
-tunnel whose server address is known - WireGuard peers, IPsec gateways; not
+tunnel whose server address is known - WireGuard peers, IPsec gateways, the
+servers of tun/ppp clients (the process holding the device); not
 on a network-change trigger). Cuts the path to the VPN server for
 `[agent] reconnect_cut` (default 10 s) with an nftables table of its own,
 looks for leaks while it is down, lifts the cut and measures the time until
 traffic passes through the tunnel again (see leakcheck/disrupt.py for what
 "again" means and which evidence decided). The kernel lifts the cut by
-itself if leakcheck dies meanwhile (leakcheck/linux/nftcut.py).
+itself if leakcheck dies meanwhile (an nftables table with the owner flag).
 
 - `reconnect.leak-while-down` (leak): while the tunnel was down, test
   traffic left a physical interface in clear: no kill switch, and the client
@@ -49,7 +50,6 @@ says why, and the probe's status comes from the passive half alone.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,7 @@ from leakcheck.config import parse_duration
 from leakcheck.oracle import Path
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
 from leakcheck.report import Guidance, rfc3339
+from leakcheck.tunnel import vpn_endpoints
 
 if TYPE_CHECKING:  # imported when the cut test runs: it is rarely needed
     from leakcheck.disrupt import CutOutcome, CutPlan
@@ -90,8 +91,8 @@ class ReconnectProbe(Probe):
     # ------------------------------------------------------------ passive half
 
     def _passive(self, ctx: ProbeContext, bound_s: float) -> list[Finding]:
-        now = time.time()
-        path, history = read_history(ctx)
+        now = ctx.control.wall()
+        path, history = ctx.control.history(ctx.config.get("agent", "state_dir"))
         handshakes = self._handshakes(ctx, now)
         findings = [self._history_finding(ctx, bound_s, path, history, handshakes)]
         findings += self._stale(ctx, handshakes)
@@ -180,20 +181,19 @@ class ReconnectProbe(Probe):
         if not ctx.is_root or ctx.active_unavailable():
             return None
         from leakcheck import disrupt
-        from leakcheck.rtnl import RouteLookup
 
         targets = self._protected_canaries(ctx, (name,))
         if not targets:
             return None
-        before = disrupt.read_pulse((name,), (name,))
-        deadline = time.monotonic() + REVIVE_WAIT_S
-        with RouteLookup() as lookup:
-            while time.monotonic() < deadline:
-                disrupt.nudge([t for t, n in disrupt.routed_into(targets, lookup).items() if n == name])
-                time.sleep(disrupt.NUDGE_EVERY_S)
-                pulse = disrupt.read_pulse((name,), (name,))
-                if pulse.handshake and (before.handshake is None or pulse.handshake > before.handshake):
-                    return True
+        control = ctx.control
+        before = control.pulse((name,), (name,))
+        deadline = control.monotonic() + REVIVE_WAIT_S
+        while control.monotonic() < deadline:
+            disrupt.nudge_tunnel(ctx, targets, (name,))
+            control.sleep(disrupt.NUDGE_EVERY_S)
+            pulse = control.pulse((name,), (name,))
+            if pulse.handshake and (before.handshake is None or pulse.handshake > before.handshake):
+                return True
         return False
 
     def _open_outage(self, ctx: ProbeContext, history: list[dict[str, Any]], now: float,
@@ -219,14 +219,13 @@ class ReconnectProbe(Probe):
 
     def _active(self, ctx: ProbeContext, bound_s: float) -> list[Finding]:
         from leakcheck import disrupt
-        from leakcheck.linux import nftcut
 
         plan_or_reason = self._plan(ctx, bound_s)
         if isinstance(plan_or_reason, str):
             return [self._skipped(plan_or_reason)]
         try:
             outcome = disrupt.cut_test(ctx, plan_or_reason)
-        except (disrupt.CannotMeasure, nftcut.CutBusy) as exc:
+        except (disrupt.CannotMeasure, disrupt.CutBusy) as exc:
             return [self._skipped(str(exc))]
         return self._judge(outcome)
 
@@ -255,8 +254,8 @@ class ReconnectProbe(Probe):
             return "policy-based IPsec has no tunnel interface to watch; the cut test needs an interface tunnel"
         endpoints = self._endpoints(ctx)
         if not endpoints:
-            return ("the VPN server's address is not known (known for WireGuard peers and IPsec gateways), "
-                    "so there is nothing to cut")
+            return ("the VPN server's address is not known (WireGuard peers, IPsec gateways and the sockets of "
+                    "the process holding a tun/ppp device showed none), so there is nothing to cut")
         canaries = self._protected_canaries(ctx, ctx.tunnel.interfaces)
         if not canaries:
             return "no canary destination goes into the tunnel (a split tunnel?): nothing to measure"
@@ -267,11 +266,7 @@ class ReconnectProbe(Probe):
 
     @staticmethod
     def _endpoints(ctx: ProbeContext) -> set[str]:
-        found = {ep for wg in ctx.state.wireguard if ctx.tunnel.is_tunnel_interface(wg.ifname)
-                 for ep in wg.endpoints}
-        if not found and ctx.tunnel.kind == "ipsec":
-            found = {t.dst for p in ctx.state.out_policies() if p.protects for t in p.templates if t.dst}
-        return found
+        return vpn_endpoints(ctx.state, ctx.tunnel)
 
     @staticmethod
     def _protected_canaries(ctx: ProbeContext, interfaces: tuple[str, ...]) -> list[str]:
@@ -369,16 +364,6 @@ def _while_down(outcome: "CutOutcome") -> str:
             if canary.outcome in WHILE_DOWN and canary.outcome not in seen:
                 seen.append(canary.outcome)
     return "test packets were " + ", then ".join(WHILE_DOWN[o] for o in seen) if seen else ""
-
-
-def read_history(ctx: ProbeContext) -> tuple[FsPath, list[dict[str, Any]]]:
-    """The agent's tunnel-history.json (leakcheck.agent): well-formed entries only."""
-    from leakcheck.agent.state import Paths, TunnelHistory
-
-    paths = Paths(FsPath(ctx.config.get("agent", "state_dir")))
-    entries = [e for e in TunnelHistory(paths).read()
-               if isinstance(e, dict) and isinstance(e.get("down_at"), str)]
-    return paths.history, entries
 
 
 def _parse_time(text: Any) -> float | None:

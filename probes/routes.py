@@ -1,9 +1,12 @@
 """Where does internet traffic go: into the tunnel, or out of a physical
 interface on a direct route?
 
-Asks the kernel (route lookup with policy rules, the way an application's
-packet is routed) for every configured canary destination, then for an
-address inside every non-tunnel route of every table:
+Asks the egress verdict (the kernel's route lookup with policy rules, the
+way an application's packet is routed, then xfrm policies and the
+firewall) for every configured canary destination (built-in public
+destinations when a family lists none), then for an address inside every
+non-tunnel route of every table. A route the firewall's kill switch holds
+shut is not a leak:
 
 - `routes.default-route-outside-tunnel`: internet traffic (the canaries)
   leaves a physical interface in clear: no tunnel, tunnel down, or the
@@ -34,10 +37,9 @@ from typing import Any
 
 from leakcheck.active import Observation
 from leakcheck.active import Probe as ActivePacket
-from leakcheck.active import confirm
 from leakcheck.addrspace import first_public_address
 from leakcheck.netstate import Route
-from leakcheck.oracle import Egress, Path
+from leakcheck.oracle import Egress, Path, confirm
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
 from leakcheck.report import Guidance
 from leakcheck.tunnel import covering_tunnel_route, family_gap, vpn_endpoints
@@ -79,16 +81,19 @@ class RoutesProbe(Probe):
         endpoints = vpn_endpoints(ctx.state)
         canary_egresses = self._canary_egresses(ctx)
         suspects = self._suspect_routes(ctx, endpoints)
-        # one capture window: a test packet to every canary and into every suspect route
-        targets = [e.destination for e in canary_egresses] + [s.egress.destination for s in suspects]
+        # one capture window: a test packet to every configured canary and into every suspect
+        # route (built-in destinations are only asked of the egress verdict)
+        configured = {c for family in (4, 6) for c in ctx.canaries(family)}
+        targets = [e.destination for e in canary_egresses if e.destination in configured]
+        targets += [s.egress.destination for s in suspects]
         observations = ctx.observe([ActivePacket("udp", str(t), 33434) for t in targets]) or []
         seen = dict(zip(targets, observations))
-        canaries = [Canary(e, seen.get(e.destination), *confirm(e.outside_tunnel, seen.get(e.destination)))
+        canaries = [Canary(e, seen.get(e.destination), *confirm(e, seen.get(e.destination)))
                     for e in canary_egresses]
         findings, flagged = [], set()
         for suspect in suspects:
             obs = seen.get(suspect.egress.destination)
-            leaks, method = confirm(True, obs)
+            leaks, method = confirm(suspect.egress, obs)
             if leaks:
                 findings.append(self._route_finding(suspect, obs, method, canaries))
                 flagged.add(suspect.route.dst)
@@ -100,8 +105,7 @@ class RoutesProbe(Probe):
         return [e for family in (4, 6)
                 # a family the tunnel does not carry belongs to the ipv6 probe
                 if not family_gap(ctx.state, ctx.tunnel, family)
-                for e in ctx.oracle.egress_many([ctx.oracle.query(t) for t in
-                                                 ctx.config.get("canaries", f"ipv{family}")])]
+                for e in ctx.oracle.egress_many([ctx.oracle.query(t) for t in ctx.destinations(family)[0]])]
 
     def _canaries(self, ctx: ProbeContext, canaries: list[Canary], flagged: set[Any]) -> list[Finding]:
         findings = []

@@ -4,13 +4,17 @@ The IPv4 and IPv6 spaces are cut at every boundary that can change a
 routing decision (every route prefix of every table, every rule and xfrm
 policy prefix, the managed exceptions, the edges of private space). Inside
 one piece every address is routed alike, so one kernel lookup per piece
-gives an exact map, not a sample. Pieces that leave outside the tunnel are
-reported as CIDRs and as a share of the public address space:
+gives an exact map, not a sample. Each lookup is the egress verdict (route,
+xfrm, firewall), the same every other probe asks: a piece routed out of a
+physical interface that the firewall drops (a kill switch) does not leave.
+Pieces that leave outside the tunnel are reported as CIDRs and as a share
+of the public address space:
 
 - `split.prefixes-outside-tunnel`: public prefixes routed outside the
   tunnel (info instead of a leak under `policy.allow_split = true`).
 - `split.egress-map` (info): what else leaves directly and why it is fine:
-  private / LAN prefixes, the VPN server's own route, managed exceptions.
+  private / LAN prefixes, the VPN server's own route, managed exceptions,
+  and prefixes routed outside the tunnel but held by the firewall.
 
 A family the tunnel does not carry while it carries the other is left to
 the `ipv6` probe (an IPv4-only tunnel beside IPv6 is its finding). Skipped when no tunnel is up.
@@ -25,7 +29,7 @@ from typing import Iterable
 from leakcheck.addrspace import (PRIVATE_ROUTABLE, SPACE, cidr_blocks, cidr_text, public_intervals,
                                  to_interval)
 from leakcheck.errors import ProbeSkipped
-from leakcheck.oracle import Path
+from leakcheck.oracle import Layer, Path
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
 from leakcheck.report import Guidance
 from leakcheck.rtnl import Query
@@ -42,6 +46,8 @@ class EgressMap:
     private: list[tuple[int, int, str]] = field(default_factory=list)
     allowed: list[tuple[int, int, str]] = field(default_factory=list)
     server: list[tuple[int, int, str]] = field(default_factory=list)
+    held: list[tuple[int, int, str]] = field(default_factory=list)  # routed out in clear, dropped by the firewall
+    held_by: str = ""  # the firewall rule (or chain policy) that drops them
     lookups: int = 0
 
     def public_outside(self) -> int:
@@ -54,6 +60,7 @@ def boundaries(ctx: ProbeContext, family: int, extra: Iterable[tuple[int, int]])
     prefixes = [r.dst for r in ctx.state.routes_in(family=family) if r.table != 255]
     prefixes += [p for r in ctx.state.rules_for(family) for p in (r.dst,) if p is not None]
     prefixes += [p.dst for p in ctx.state.out_policies(family)]
+    prefixes += ctx.oracle.firewall_prefixes(family)  # the firewall's verdict may change there too
     for net in prefixes:
         cuts.update(to_interval(net))
     for start, end in extra:
@@ -86,6 +93,10 @@ def build_map(ctx: ProbeContext, family: int) -> EgressMap:
     egresses = ctx.oracle.egress_many(queries, explain=False)
     emap = EgressMap(family=family, lookups=len(queries))
     for (start, end), egress in zip(todo, egresses):
+        if egress.path is Path.BLOCKED and egress.decided_by is Layer.FIREWALL:
+            emap.held.append((start, end, egress.interface or "?"))
+            emap.held_by = emap.held_by or (egress.firewall.describe() if egress.firewall else "")
+            continue
         if egress.path is not Path.CLEAR:
             continue
         piece = (start, end, egress.interface or "?")
@@ -98,6 +109,12 @@ def build_map(ctx: ProbeContext, family: int) -> EgressMap:
         else:
             emap.leaking.append(piece)
     return emap
+
+
+def _firewall_text(ctx: ProbeContext, emap: EgressMap) -> str:
+    if ctx.state.firewall is None or not ctx.state.firewall.sources:
+        return "not read"
+    return "lets these prefixes out" if not emap.held else f"lets these out; holds others ({emap.held_by})"
 
 
 def union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -189,7 +206,8 @@ class SplitProbe(Probe):
         evidence = {"family": FAMILY[family], "prefixes": [c for c, _ in cidrs],
                     "prefix_count": count, "interfaces": interfaces, "public_share": pct,
                     "public_addresses_outside": emap.public_outside(), "lookups": emap.lookups,
-                    "decided_by": "kernel route lookup per address-space piece (exact map)"}
+                    "decided_by": "route", "firewall": _firewall_text(ctx, emap),
+                    "method": "egress verdict per address-space piece (route, xfrm, firewall): exact map"}
         fix = ("Route everything into the tunnel (full tunnel). If some services must go direct, list "
                "their prefixes in policy.allowed_direct so they are managed exceptions.")
         return self.finding("split.prefixes-outside-tunnel", Severity.INFO if allowed else Severity.HIGH,
@@ -197,7 +215,8 @@ class SplitProbe(Probe):
                             Effect.INFO if allowed else Effect.LEAK)
 
     def _accounting(self, emap: EgressMap) -> Finding | None:
-        groups = {"private": emap.private, "allowed_exceptions": emap.allowed, "vpn_server": emap.server}
+        groups = {"private": emap.private, "allowed_exceptions": emap.allowed, "vpn_server": emap.server,
+                  "held_by_firewall": emap.held}
         evidence: dict[str, object] = {"family": FAMILY[emap.family], "lookups": emap.lookups}
         for key, group in groups.items():
             evidence[key] = [f"{c} ({i})" for c, i in merged_cidrs(emap.family, group, MAX_LISTED)]
@@ -205,7 +224,12 @@ class SplitProbe(Probe):
             return None
         parts = [f"{len(evidence[k])} {label}" for k, label in
                  (("private", "private/LAN prefix(es)"), ("allowed_exceptions", "managed exception(s)"),
-                  ("vpn_server", "VPN server route(s)")) if evidence[k]]
+                  ("vpn_server", "VPN server route(s)"),
+                  ("held_by_firewall", "prefix(es) routed outside the tunnel but dropped by the firewall"))
+                 if evidence[k]]
+        if emap.held:
+            evidence["held_decided_by"] = "firewall"
+            evidence["held_by"] = emap.held_by
         summary = f"{FAMILY[emap.family]} also leaves directly, as expected: " + ", ".join(parts) + "."
         return self.finding("split.egress-map", Severity.INFO, summary, evidence, "", Guidance.EXCEPTIONS,
                             Effect.INFO)

@@ -35,9 +35,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from leakcheck.linux.firewall import Flow, Verdict, filter_verdict, nat_rules, rule_matches
 from leakcheck.netstate import Address, Firewall, Link, NetState
-from leakcheck.oracle import Egress, Path
+from leakcheck.oracle import Egress, FirewallDecision, Layer, Path
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
 from leakcheck.report import Guidance
 from leakcheck.tunnel import vpn_endpoints
@@ -66,8 +65,8 @@ class Outcome:
     sysctls: dict[str, str | None]
     leaking: list[Egress] = field(default_factory=list)  # forwarded out in clear
     tunnelled: list[Egress] = field(default_factory=list)
-    blocked: list[tuple[Egress, Verdict | None]] = field(default_factory=list)
-    firewall: Verdict | None = None
+    blocked: list[tuple[Egress, FirewallDecision | None]] = field(default_factory=list)
+    firewall: FirewallDecision | None = None
     nat: list[str] = field(default_factory=list)
     host_also_direct: bool = False
 
@@ -107,47 +106,30 @@ class TetheringProbe(Probe):
     def _outcome(self, ctx: ProbeContext, down: Downstream, family: int, fw: Firewall | None) -> Outcome:
         forwarding, sysctls = forwarding_on(ctx.state, down.link.name, family)
         outcome = Outcome(down, family, forwarding, sysctls)
-        targets = [t for t in ctx.config.get("canaries", f"ipv{family}")
-                   if not ctx.is_allowed_direct(ipaddress.ip_address(t))]
+        targets = [t for t in ctx.destinations(family)[0] if not ctx.is_allowed_direct(t)]
         if not forwarding or not targets:
             return outcome
         client = down.client[family]
-        egresses = ctx.oracle.egress_many([ctx.oracle.query(t, iif=down.link.name, src=client) for t in targets])
-        for egress in egresses:
-            if egress.path is Path.CLEAR:
-                verdict = self._firewall(fw, family, client, down, egress)
-                if verdict is not None and verdict.result == "drop":
-                    outcome.blocked.append((egress, verdict))
-                    continue
-                outcome.firewall = outcome.firewall or verdict
+        queries = [ctx.oracle.query(t, iif=down.link.name, src=client) for t in targets]
+        # the egress verdict with iif: the forwarding decision, then the forward chains
+        egresses = ctx.oracle.egress_many(queries)
+        for query, egress in zip(queries, egresses):
+            if egress.path is Path.BLOCKED and egress.decided_by is Layer.FIREWALL:
+                outcome.blocked.append((egress, egress.firewall))
+            elif egress.path is Path.CLEAR:
+                outcome.firewall = outcome.firewall or egress.firewall
                 outcome.leaking.append(egress)
+                if not outcome.nat and fw is not None:
+                    outcome.nat = [r.text for r in ctx.oracle.nat_rules(query, egress.interface)]
             elif egress.path in (Path.TUNNEL, Path.PROTECTED):
                 outcome.tunnelled.append(egress)
             else:
                 outcome.blocked.append((egress, None))
         if outcome.leaking:
             first = outcome.leaking[0]
-            outcome.nat = self._nat(fw, family, client, down, first)
             host = ctx.oracle.egress(first.destination)
             outcome.host_also_direct = host.path is Path.CLEAR
         return outcome
-
-    @staticmethod
-    def _flow(family: int, client: Any, down: Downstream, egress: Egress) -> Flow:
-        return Flow(family=family, daddr=str(egress.destination), saddr=str(client), iif=down.link.name,
-                    oif=egress.interface, uid=None, gid=None, mark=0, l4proto="udp", ct_state="new")
-
-    def _firewall(self, fw: Firewall | None, family: int, client: Any, down: Downstream,
-                  egress: Egress) -> Verdict | None:
-        if fw is None or not fw.sources:
-            return None
-        return filter_verdict(fw, "forward", self._flow(family, client, down, egress))
-
-    def _nat(self, fw: Firewall | None, family: int, client: Any, down: Downstream, egress: Egress) -> list[str]:
-        if fw is None:
-            return []
-        flow = self._flow(family, client, down, egress)
-        return [r.text for r in nat_rules(fw, family) if rule_matches(r, flow) is not False]
 
     # -- findings -------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ T = TypeVar("T")
 def read_state() -> NetState:
     """Read the whole network state once. Parts that cannot be read are noted,
     not fatal: a probe that needs them says so."""
-    from leakcheck.linux import downstream, firewall, netlink, resolvers, sockets, sysctl, wireguard, xfrm
+    from leakcheck.linux import (accounts, downstream, firewall, netlink, resolvers, sockets, sysctl, tunowners,
+                                 wireguard, xfrm)
 
     notes: list[str] = []
     links, addresses, routes, rules = netlink.dump_all()
@@ -25,12 +26,18 @@ def read_state() -> NetState:
     # perapp and tethering: firewall rules, processes with their sockets, what each link is
     fw = _guarded("firewall", lambda: firewall.read(notes), notes)
     activity = _guarded("activity", lambda: sockets.read(notes, {l.index: l.name for l in links}), notes)
+    # the servers of tun/tap/ppp clients: the sockets of the process holding the device
+    owners = _guarded("tunnel owners", lambda: tunowners.read(
+        links, addresses, routes, activity.sockets if activity else None, notes,
+        tun_holders=[p.pid for p in activity.processes if p.tunnel_client] if activity else None), notes) or ()
     details = _guarded("link details", lambda: downstream.read(links), notes) or ()
     sysctls = {**sysctl.read(names), **downstream.forwarding_sysctls(names)}
+    users = _guarded("accounts", accounts.read, notes) or {}
     return NetState(links=links, addresses=addresses, routes=routes, rules=rules,
                     xfrm_policies=policies, xfrm_states=states, resolvers=resolver_list,
                     sysctls=sysctls, wireguard=wg, stub_resolver=stub, notes=tuple(notes),
-                    firewall=fw, activity=activity, link_details=details)
+                    firewall=fw, activity=activity, link_details=details,
+                    tunnel_owners=owners, accounts=users)
 
 
 def _guarded(what: str, read: Callable[[], T], notes: list[str]) -> T | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import json
-import pwd
 import shlex
 import shutil
 import subprocess
@@ -153,6 +152,7 @@ class _Draft:
             iifnames=tuple(s.get("iifnames", ())), oifnames=tuple(s.get("oifnames", ())),
             saddrs=tuple(s.get("saddrs", ())), daddrs=tuple(s.get("daddrs", ())),
             marks=tuple(s.get("marks", ())), l4protos=tuple(s.get("l4protos", ())),
+            dports=tuple(s.get("dports", ())),
             nfprotos=tuple(s.get("nfprotos", ())), ct_states=tuple(s.get("ct_states", ())),
             negated=tuple(self.negated), opaque=tuple(self.opaque), set_mark=self.set_mark,
             set_mark_mask=self.set_mark_mask, set_ct_mark=self.set_ct_mark, action=self.action,
@@ -217,6 +217,10 @@ def _nft_match(body: dict, draft: _Draft) -> str:
     if name == "cgroups" and isinstance(left, dict) and "socket" in left:
         style = "quoted"
     text = f"{_text(left)} {'!= ' if negate else ''}{_text(right, style)}"
+    implied = _implied_l4proto(left)
+    if (implied is not None and op in ("==", "!=", "in") and "l4protos" not in draft.negated
+            and implied not in draft.sel.get("l4protos", [])):
+        draft.add("l4protos", [implied])  # even `udp dport != 53` needs a UDP packet
     if name is None or op not in ("==", "!=", "in"):
         draft.opaque.append(text)
         return text
@@ -260,7 +264,39 @@ def _nft_selector(left: Any, right: Any) -> tuple[str | None, list[Any]]:
             return (fld + "s", prefixes) if prefixes is not None else (None, [])
         if proto == "ip" and fld == "protocol" or proto == "ip6" and fld == "nexthdr":
             return "l4protos", [str(v) for v in _flat(right)]
+        if proto in ("tcp", "udp", "th", "udplite", "sctp", "dccp") and fld == "dport":
+            ports = _port_ranges(right)
+            return ("dports", ports) if ports is not None else (None, [])
     return None, []
+
+
+# A match on a transport header field (`udp dport`, `icmpv6 type`) also says the protocol:
+# nft adds that dependency itself, so such a rule never matches another protocol.
+IMPLIED_L4PROTO = {"tcp": "tcp", "udp": "udp", "udplite": "udplite", "sctp": "sctp", "dccp": "dccp",
+                   "icmp": "icmp", "icmpv6": "ipv6-icmp"}
+
+
+def _implied_l4proto(left: Any) -> str | None:
+    if isinstance(left, dict) and "payload" in left:
+        return IMPLIED_L4PROTO.get(str(left["payload"].get("protocol")))
+    return None
+
+
+def _port_ranges(right: Any) -> list[tuple[int, int]] | None:
+    out = []
+    for value in _flat(right):
+        if isinstance(value, dict) and "range" in value:
+            lo, hi = value["range"]
+            if not (isinstance(lo, int) and isinstance(hi, int)):
+                return None
+            out.append((lo, hi))
+        elif isinstance(value, int):
+            out.append((value, value))
+        elif isinstance(value, str) and value.isdigit():
+            out.append((int(value), int(value)))
+        else:
+            return None  # a named set or service name: not interpreted
+    return out
 
 
 def _nft_mangle(body: dict, draft: _Draft) -> str:
@@ -298,6 +334,8 @@ def _owner_id(value: Any, name: str) -> int | None:
     if text.isdigit():
         return int(text)
     try:
+        # imported here: the evaluator below also serves platforms without a password database
+        import pwd
         if name == "uids":
             return pwd.getpwnam(text).pw_uid
         import grp
@@ -419,7 +457,9 @@ IPT_MATCH_OPTIONS = {"-s": "saddrs", "--source": "saddrs", "-d": "daddrs", "--de
                      "-i": "iifnames", "--in-interface": "iifnames", "-o": "oifnames",
                      "--out-interface": "oifnames", "-p": "l4protos", "--protocol": "l4protos",
                      "--uid-owner": "uids", "--gid-owner": "gids", "--path": "cgroups", "--cgroup": "cgroups",
-                     "--mark": "marks", "--ctstate": "ct_states", "--state": "ct_states"}
+                     "--mark": "marks", "--ctstate": "ct_states", "--state": "ct_states",
+                     "--dport": "dports", "--destination-port": "dports", "--dports": "dports",
+                     "--destination-ports": "dports"}
 IPT_IGNORED = {"--comment", "-m", "--match"}
 
 
@@ -496,6 +536,14 @@ def _ipt_values(name: str, arg: str, family: str) -> list[Any] | None:
         return [p.lower() for p in parts]
     if name == "l4protos":
         return [p.lower() for p in parts]
+    if name == "dports":
+        out_ports = []
+        for part in parts:
+            lo, _, hi = part.partition(":")
+            if not lo.isdigit() or (hi and not hi.isdigit()):
+                return None  # a service name: not interpreted
+            out_ports.append((int(lo), int(hi or lo)))
+        return out_ports
     return parts
 
 
@@ -548,13 +596,14 @@ class Flow:
     mark: int | None = 0
     l4proto: str | None = "udp"
     ct_state: str | None = "new"
+    dport: int | None = None  # None: any port (a rule on ports may match)
 
 
 def rule_matches(rule: FirewallRule, flow: Flow) -> bool | None:
     """True, False, or None when it depends on what the flow does not say."""
     verdicts = [_selector(rule, name, flow) for name in
                 ("nfprotos", "uids", "gids", "cgroups", "iifnames", "oifnames", "saddrs", "daddrs", "marks",
-                 "l4protos", "ct_states")]
+                 "l4protos", "dports", "ct_states")]
     if rule.source == "ip6tables" and flow.family != 6 or rule.source == "iptables" and flow.family != 4:
         return False
     if rule.family in ("ip", "ip6") and rule.source == "nftables" and (rule.family == "ip6") != (flow.family == 6):
@@ -602,6 +651,10 @@ def _any_match(name: str, values: tuple, flow: Flow) -> bool | None:
         return None if flow.l4proto is None else flow.l4proto in values
     if name == "ct_states":
         return None if flow.ct_state is None else flow.ct_state in values
+    if name == "dports":
+        if flow.l4proto not in (None, "tcp", "udp", "udplite", "sctp", "dccp"):
+            return False  # no ports: an ICMP packet never matches a port rule
+        return None if flow.dport is None else any(lo <= flow.dport <= hi for lo, hi in values)
     return None
 
 
@@ -652,8 +705,11 @@ def filter_verdict(fw: Firewall, hook: str, flow: Flow) -> Verdict:
     must accept it; a drop that an earlier uncertain accept could pre-empt is
     'uncertain', never 'drop'."""
     uncertain: Verdict | None = None
+    accepted: Verdict | None = None  # the first rule that surely accepted it (evidence)
     for chain in base_chains(fw, hook, flow.family):
         result, rule, maybe = _run_chain(fw, chain, flow, 0)
+        if result == "accept" and accepted is None and maybe is None:
+            accepted = Verdict("accept", rule, chain)
         if result == "drop":
             if maybe is None:
                 return Verdict("drop", rule, chain)
@@ -664,7 +720,7 @@ def filter_verdict(fw: Firewall, hook: str, flow: Flow) -> Verdict:
                 return Verdict("drop", None, chain)
             uncertain = uncertain or Verdict("uncertain", None, chain,
                                              note=f"may be accepted first by: {maybe.text}")
-    return uncertain or Verdict("accept")
+    return uncertain or accepted or Verdict("accept")
 
 
 def _run_chain(fw: Firewall, chain: FirewallChain, flow: Flow,

@@ -37,18 +37,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
+# The errors are the engine's (leakcheck.disrupt): probes catch them without a platform import.
+from leakcheck.disrupt import CutBusy, CutError
+
 log = logging.getLogger(__name__)
 
 TABLE = "leakcheck_cut"  # inet family; `nft list tables` shows it while a cut is in place
 LIFT_GRACE_S = 1.0  # element timeout = cut length + this: the kernel's lift never races ours
-
-
-class CutError(RuntimeError):
-    """The cut could not be put in place (no nftables, no privilege...)."""
-
-
-class CutBusy(CutError):
-    """Another live process holds the cut table: a cut is already in progress."""
 
 
 class Backend(Protocol):

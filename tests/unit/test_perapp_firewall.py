@@ -46,7 +46,9 @@ def test_nft_rules_keep_owner_selectors_marks_and_actions():
     assert by_text['oifname "wg0" snat to 100.100.0.2'].target == "100.100.0.2"
     jump = by_text['iifname != "wg*" oifname "eth0" ip saddr != 10.0.0.0/8 jump sub']
     assert jump.action == "jump" and jump.target == "sub" and set(jump.negated) == {"iifnames", "saddrs"}
-    assert by_text["tcp dport 443 drop"].opaque == ("tcp dport 443",)
+    # ports are understood (and imply the protocol): no longer opaque
+    port = by_text["tcp dport 443 drop"]
+    assert port.opaque == () and port.dports == ((443, 443),) and port.l4protos == ("tcp",)
 
 
 def test_nft_chains_carry_hook_type_priority_and_policy():

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path as FsPath
 
 import pytest
 
@@ -321,48 +322,150 @@ def plan(bound_s=1.0):
                            wireguard_names=("wg0",), cut_s=3.0, bound_s=bound_s)
 
 
-def scripted(monkeypatch, pulses, routes):
-    """read_pulse / routed_into answer from lists (the last answer repeats); nudges are counted."""
-    sent = []
-    monkeypatch.setattr(disrupt, "POLL_S", 0.001)
-    monkeypatch.setattr(disrupt, "read_pulse", lambda *a: pulses.pop(0) if len(pulses) > 1 else pulses[0])
-    monkeypatch.setattr(disrupt, "routed_into", lambda t, lookup: routes.pop(0) if len(routes) > 1 else routes[0])
-    monkeypatch.setattr(disrupt, "nudge", lambda targets: sent.append(list(targets)))
-    return sent
+class ScriptedOracle(FakeOracle):
+    def close(self) -> None:
+        pass
 
 
-def test_back_needs_routes_and_a_sign_from_the_far_end(monkeypatch):
+class FakeCut:
+    def __init__(self, control: "FakeControl"):
+        self.control, self.started, self.started_wall = control, control.monotonic(), control.wall()
+        self.lifted_at, self.lift_error, self.removed_leftover, self.safety = None, None, False, "fake"
+
+    def lift(self) -> None:
+        self.lifted_at = self.control.monotonic()
+
+
+class FakeControl:
+    """ctx.control scripted: pulses and routes answer from lists (the last answer
+    repeats; each fresh read of the routes takes the next), nudges and cuts are
+    recorded, the clock moves only when the test sleeps."""
+
+    def __init__(self, pulses, routes, history=()):
+        self.pulses, self.routes, self.entries = list(pulses), list(routes), list(history)
+        self.clock, self.sent, self.cuts = 0.0, [], []
+
+    @staticmethod
+    def _next(answers):
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    def pulse(self, names, wireguard_names=()):
+        return self._next(self.pulses)
+
+    def nudge(self, targets):
+        self.sent.append(list(targets))
+
+    def read_state(self):
+        return NetState(links=(Link(1, "eth0", "veth", True, "UP"), Link(2, "wg0", "wireguard", True, "UNKNOWN")))
+
+    def oracle(self, state, tunnel):
+        return ScriptedOracle({dst: (Path.TUNNEL if name == "wg0" else Path.CLEAR, name)
+                               for dst, name in self._next(self.routes).items()})
+
+    def cut(self, addresses, seconds):
+        self.cuts.append((tuple(addresses), seconds))
+        return FakeCut(self)
+
+    def history(self, state_dir):
+        return FsPath(state_dir) / "tunnel-history.json", list(self.entries)
+
+    def sleep(self, seconds):
+        self.clock += max(0.0, seconds)
+
+    def monotonic(self):
+        return self.clock
+
+    def wall(self):
+        return 2000.0 + self.clock
+
+
+def scripted_ctx(tmp_path, pulses, routes) -> ProbeContext:
+    ctx = make_ctx(tmp_path)
+    ctx.control = FakeControl(pulses, routes)
+    return ctx
+
+
+def test_back_needs_routes_and_a_sign_from_the_far_end(tmp_path):
     quiet = disrupt.Pulse(rx={"wg0": (5, 10)}, handshake=1000)
     answered = disrupt.Pulse(rx={"wg0": (5, 12)}, handshake=1000)
     # a reply arrives while the canary still goes out of eth0: not back until it is routed again
-    sent = scripted(monkeypatch, [answered, answered, answered], [{CANARY: "eth0"}, {CANARY: "wg0"}])
+    ctx = scripted_ctx(tmp_path, [answered], [{CANARY: "eth0"}, {CANARY: "eth0"}, {CANARY: "wg0"}])
     result = disrupt.CutOutcome(plan=plan(), baseline="")
-    disrupt._wait_back(plan(), None, 2000.0, time.monotonic(), quiet, result)
+    disrupt._wait_back(ctx, plan(), 2000.0, 0.0, quiet, result)
     assert result.back and result.decided_by == "reply-through-tunnel"
-    assert result.back_detail["routes"] == {CANARY: "wg0"} and sent == [[CANARY]]
+    assert result.back_detail["routes"] == {CANARY: "wg0"} and result.back_s == pytest.approx(0.2)
+    assert ctx.control.sent == []  # nothing nudged while the canary went out of eth0
 
 
-def test_a_handshake_newer_than_the_cut_decides(monkeypatch):
+def test_a_handshake_newer_than_the_cut_decides(tmp_path):
     quiet = disrupt.Pulse(rx={"wg0": (5, 10)}, handshake=1000)
-    scripted(monkeypatch, [disrupt.Pulse(rx={"wg0": (5, 10)}, handshake=2001)], [{CANARY: "wg0"}])
+    ctx = scripted_ctx(tmp_path, [disrupt.Pulse(rx={"wg0": (5, 10)}, handshake=2001)], [{CANARY: "wg0"}])
     result = disrupt.CutOutcome(plan=plan(), baseline="")
-    disrupt._wait_back(plan(), None, 2000.5, time.monotonic(), quiet, result)
+    disrupt._wait_back(ctx, plan(), 2000.5, 0.0, quiet, result)
     assert result.decided_by == "wireguard-handshake" and result.back_detail["handshake_at"] == 2001
+    assert ctx.control.sent == [[CANARY]]
 
 
-def test_not_back_within_the_bound(monkeypatch):
+def test_not_back_within_the_bound(tmp_path):
     gone = disrupt.Pulse(rx={}, handshake=None)
-    sent = scripted(monkeypatch, [gone], [{CANARY: "eth0"}])
-    result = disrupt.CutOutcome(plan=plan(bound_s=0.05), baseline="")
-    disrupt._wait_back(plan(bound_s=0.05), None, 2000.0, time.monotonic(), gone, result)
+    ctx = scripted_ctx(tmp_path, [gone], [{CANARY: "eth0"}])
+    result = disrupt.CutOutcome(plan=plan(bound_s=0.5), baseline="")
+    disrupt._wait_back(ctx, plan(bound_s=0.5), 2000.0, 0.0, gone, result)
     assert not result.back and result.final_routes == {CANARY: "eth0"}
-    assert result.back_detail["tunnel_interfaces_present"] == [] and sent == []  # nothing sent in clear
+    assert result.back_detail["tunnel_interfaces_present"] == [] and ctx.control.sent == []  # nothing in clear
+    assert ctx.control.clock == pytest.approx(0.5)
 
 
-def test_no_baseline_reply_means_no_measurement(monkeypatch):
+def test_no_baseline_reply_means_no_measurement(tmp_path):
     quiet = disrupt.Pulse(rx={"wg0": (5, 10)}, handshake=1000)
-    scripted(monkeypatch, [quiet], [{CANARY: "wg0"}])
     with pytest.raises(disrupt.CannotMeasure, match="no reply"):
-        disrupt.baseline(plan(), None, wait_s=0.02)
-    scripted(monkeypatch, [quiet, disrupt.Pulse(rx={"wg0": (5, 11)}, handshake=1000)], [{CANARY: "wg0"}])
-    assert "received on wg0" in disrupt.baseline(plan(), None, wait_s=5)
+        disrupt.baseline(scripted_ctx(tmp_path, [quiet], [{CANARY: "wg0"}]), plan(), wait_s=0.3)
+    ctx = scripted_ctx(tmp_path, [quiet, disrupt.Pulse(rx={"wg0": (5, 11)}, handshake=1000)], [{CANARY: "wg0"}])
+    assert "received on wg0" in disrupt.baseline(ctx, plan(), wait_s=5)
+    assert ctx.control.sent == [[CANARY]]
+
+
+def test_history_and_the_clock_come_from_the_control(tmp_path):
+    entries = [{"interface": "wg0", "down_at": rfc3339(datetime.fromtimestamp(1000, timezone.utc)),
+                "up_at": None, "outage_s": None}]
+    ctx = make_ctx(tmp_path, tunnel_up=False)
+    ctx.control = FakeControl([disrupt.Pulse(rx={}, handshake=None)], [{}], history=entries)
+    found = by_id(ReconnectProbe().run(ctx))
+    assert found["reconnect.tunnel-history"].evidence["open_outage"] == entries[0]
+    assert found["reconnect.no-auto-reconnect"].evidence["down_for_s"] == 1000.0  # wall() says 2000
+
+
+def test_whole_cut_through_the_control(tmp_path):
+    quiet = disrupt.Pulse(rx={"wg0": (5, 10)}, handshake=1000)
+    replied = disrupt.Pulse(rx={"wg0": (5, 11)}, handshake=1000)
+    # baseline: a reply; the cut: the client falls back to eth0; after the lift: routed and answered
+    ctx = scripted_ctx(tmp_path, [quiet, replied, replied, replied, disrupt.Pulse(rx={"wg0": (5, 13)}, handshake=1000)],
+                       [{CANARY: "wg0"}, {CANARY: "eth0"}, {CANARY: "eth0"}, {CANARY: "wg0"}])
+    result = disrupt.cut_test(ctx, plan())
+    assert ctx.control.cuts == [((SERVER,), 3.0)] and result.held_s == pytest.approx(3.0)
+    assert result.leak_looks and result.leak_looks[0].leaking[0].method == "inferred"
+    assert result.back and result.decided_by == "reply-through-tunnel"
+    findings = by_id(ReconnectProbe()._judge(result))
+    assert set(findings) == {"reconnect.leak-while-down", "reconnect.reconnected"}
+
+
+def test_a_packet_seen_in_clear_is_explained_by_the_route_it_took(tmp_path):
+    dst = ipaddress.ip_address(CANARY)
+    seen = Observation(ActivePacket("udp", CANARY, 33434))
+    seen.clear_on = ["eth0"]
+    ctx = scripted_ctx(tmp_path, [disrupt.Pulse(rx={}, handshake=None)], [{CANARY: "eth0"}])
+    asked_before = [Egress(dst, Path.TUNNEL, interface="wg0")]
+    (taken,) = disrupt._route_taken(ctx, asked_before, [seen])
+    assert taken.path is Path.CLEAR and taken.interface == "eth0"
+    untouched = Observation(ActivePacket("udp", CANARY, 33434))
+    assert disrupt._route_taken(ctx, asked_before, [untouched]) == asked_before
+
+
+def test_pulse_reads_the_interface_counters(tmp_path):
+    from leakcheck.linux import control
+
+    (tmp_path / "tun0" / "statistics").mkdir(parents=True)
+    (tmp_path / "tun0" / "ifindex").write_text("7\n")
+    (tmp_path / "tun0" / "statistics" / "rx_packets").write_text("42\n")
+    pulse = control.read_pulse(("tun0", "gone0"), (), sys_net=tmp_path)
+    assert pulse.rx == {"tun0": (7, 42)} and pulse.present == ["tun0"] and pulse.handshake is None
