@@ -139,7 +139,14 @@ class Probe:
     leak_class: ClassVar[str] = ""
     finding_ids: ClassVar[tuple[str, ...]] = ()
     needs_root: ClassVar[bool] = False  # without root the probe is skipped, with this reason
-    disruptive: ClassVar[bool] = False  # changes routes/firewall: runs only when enabled
+    # Changes routes/firewall or cuts the tunnel: runs after every non-disruptive probe
+    # (plugins included), and only when disruptive tests are enabled...
+    disruptive: ClassVar[bool] = False
+    # ...unless it also has a passive half: then it always runs, and must only disrupt
+    # when ctx.disruptive is true.
+    passive_half: ClassVar[bool] = False
+    # Deadline: still running after this many seconds, the probe is reported as `error`
+    # and the run goes on without it (leakcheck/runner.py).
     timeout_s: ClassVar[float] = 10.0
 
     def run(self, ctx: ProbeContext) -> list[Finding]:
@@ -170,6 +177,9 @@ def validate_probe(cls: type) -> None:
         raise TypeError(f"probe {cls.name}: a docstring (its manual) is required")
     if not cls.finding_ids:
         raise TypeError(f"probe {cls.name}: finding_ids is empty")
+    timeout = cls.timeout_s
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise TypeError(f"probe {cls.name}: timeout_s must be a positive number of seconds, not {timeout!r}")
     for fid in cls.finding_ids:
         if not fid.startswith(cls.name + "."):
             raise TypeError(f"probe {cls.name}: finding id {fid!r} must start with {cls.name!r}.")

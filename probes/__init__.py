@@ -12,7 +12,7 @@ BUILTIN = (
     "leakcheck.probes.ipv6:Ipv6Probe",
     "leakcheck.probes.perapp:PerAppProbe",
     "leakcheck.probes.tethering:TetheringProbe",
-    # Keep last: with --disruptive it cuts the tunnel, and every other probe
-    # must look at the network before that.
+    # Disruptive (with --disruptive it cuts the tunnel): the runner runs it after
+    # every other probe, plugins included, wherever it stands in this list.
     "leakcheck.probes.reconnect:ReconnectProbe",
 )

@@ -190,7 +190,8 @@ def ago(seconds: float) -> str:
 
 def test_probe_metadata_is_valid():
     validate_probe(ReconnectProbe)
-    assert not ReconnectProbe.disruptive  # the passive half always runs; the cut gates itself
+    # ordered after every other probe; the passive half always runs, the cut gates itself
+    assert ReconnectProbe.disruptive and ReconnectProbe.passive_half
 
 
 def test_default_run_passes_with_history_and_says_why_no_cut(tmp_path):
