@@ -65,3 +65,20 @@ class RecordedRunner:
         if isinstance(value, CommandFailed):
             raise value
         return value.read_text() if isinstance(value, Path) else value
+
+
+class CommandBackend:
+    """What the macOS and Windows backends share: the OS tools run through one
+    `Runner` (live, or a recording in tests), the process/socket reader
+    optional, and `root` fixed by a recording or asked of this machine."""
+
+    name = "commands"
+
+    def __init__(self, runner: Runner | None = None, read_activity: bool = True, root: bool | None = None):
+        self.runner = runner or SubprocessRunner()
+        self.read_activity = read_activity
+        self.root = root  # a recording says whether it was taken as root; None: ask this machine
+
+    def _read_state(self, read):  # read(runner, activity_reader) -> NetState
+        from leakcheck.platform.activity import read_activity
+        return read(self.runner, read_activity if self.read_activity else None)

@@ -17,7 +17,7 @@ import os
 from typing import Sequence
 
 from leakcheck.netstate import MAIN_TABLE, NetState
-from leakcheck.platform.commands import CommandFailed, NotRecorded, Runner, SubprocessRunner
+from leakcheck.platform.commands import CommandBackend, CommandFailed, NotRecorded, Runner
 from leakcheck.platform.macos import parsers, state
 from leakcheck.platform.table_lookup import PROTOCOL_NUMBERS, ROUTE_TYPE_NUMBERS, TableLookup
 from leakcheck.rtnl import Answer, Query
@@ -85,17 +85,11 @@ class RouteGetLookup:
         pass
 
 
-class MacBackend:
+class MacBackend(CommandBackend):
     name = "macos"
 
-    def __init__(self, runner: Runner | None = None, read_activity: bool = True, root: bool | None = None):
-        self.runner = runner or SubprocessRunner()
-        self.read_activity = read_activity
-        self.root = root  # a recording says whether it was taken as root; None: ask this machine
-
     def read_state(self) -> NetState:
-        from leakcheck.platform.activity import read_activity
-        return state.read(self.runner, read_activity if self.read_activity else None)
+        return self._read_state(state.read)
 
     def route_lookup(self, netstate: NetState) -> RouteGetLookup:
         return RouteGetLookup(self.runner, netstate)
