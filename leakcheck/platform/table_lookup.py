@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from leakcheck.netstate import MAIN_TABLE, NetState, Route
 from leakcheck.rtnl import Answer, Query
+
+if TYPE_CHECKING:
+    from leakcheck.platform.commands import Runner
 
 ROUTE_TYPE_NUMBERS = {"unicast": 1, "local": 2, "broadcast": 3, "multicast": 5, "blackhole": 6,
                       "unreachable": 7, "prohibit": 8}
@@ -74,3 +77,36 @@ class TableLookup:
 
     def close(self) -> None:
         pass
+
+
+class BatchedKernelLookup:
+    """Ask the OS's own route decision one destination at a time (one tool
+    run each), up to `limit` per batch; bigger batches, and destinations a
+    recording lacks, are answered from the route table. `decided_by` names
+    what answered the last batch, for the oracle's evidence. Subclasses give
+    KERNEL, TABLE and `lookup` (which counts `kernel_answers`)."""
+
+    KERNEL = "the kernel"
+    TABLE = "the route table"
+
+    def __init__(self, runner: "Runner", netstate: NetState, table: "TableLookup", limit: int):
+        self.runner = runner
+        self.state = netstate
+        self.limit = limit
+        self.table = table
+        self.kernel_answers = 0  # answers that came from the OS tool (evidence for tests)
+        self.decided_by = self.KERNEL
+
+    def lookup(self, query: Query) -> Answer:  # every subclass answers
+        raise NotImplementedError
+
+    def lookup_many(self, queries: Sequence[Query]) -> list[Answer]:
+        if len(queries) > self.limit:
+            self.decided_by = self.TABLE
+            return self.table.lookup_many(queries)
+        before = self.kernel_answers
+        answers = [self.lookup(q) for q in queries]
+        asked = self.kernel_answers - before
+        self.decided_by = (self.KERNEL if asked == len(queries) else self.TABLE if asked == 0
+                           else f"{self.KERNEL}; where it gave no answer, {self.TABLE}")
+        return answers

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Sequence
 
 from leakcheck.netstate import MAIN_TABLE, NetState
 from leakcheck.platform.commands import CommandBackend, CommandFailed, NotRecorded, Runner
 from leakcheck.platform.macos import parsers, state
-from leakcheck.platform.table_lookup import PROTOCOL_NUMBERS, ROUTE_TYPE_NUMBERS, TableLookup
+from leakcheck.platform.table_lookup import PROTOCOL_NUMBERS, ROUTE_TYPE_NUMBERS, BatchedKernelLookup, TableLookup
 from leakcheck.rtnl import Answer, Query
 
 # More questions than this in one batch (the split probe's egress map) are
@@ -33,7 +32,7 @@ def route_get_argv(query: Query) -> tuple[str, ...]:
     return ("route", "-n", "get", family, str(query.dst))
 
 
-class RouteGetLookup:
+class RouteGetLookup(BatchedKernelLookup):
     """The kernel's answer per destination (`route -n get`), the routing
     table's for bulk batches and for destinations a recording lacks."""
 
@@ -41,23 +40,7 @@ class RouteGetLookup:
     TABLE = "the routing table (netstat -rn), longest prefix"
 
     def __init__(self, runner: Runner, netstate: NetState, limit: int = KERNEL_BATCH_LIMIT):
-        self.runner = runner
-        self.state = netstate
-        self.limit = limit
-        self.table = TableLookup(netstate)
-        self.kernel_answers = 0
-        self.decided_by = self.KERNEL  # what answered the last batch (the oracle's evidence)  # how many answers came from route get (evidence for tests)
-
-    def lookup_many(self, queries: Sequence[Query]) -> list[Answer]:
-        if len(queries) > self.limit:
-            self.decided_by = self.TABLE
-            return self.table.lookup_many(queries)
-        before = self.kernel_answers
-        answers = [self.lookup(q) for q in queries]
-        asked = self.kernel_answers - before
-        self.decided_by = (self.KERNEL if asked == len(queries) else self.TABLE if asked == 0
-                           else f"{self.KERNEL}; where it gave no answer, {self.TABLE}")
-        return answers
+        super().__init__(runner, netstate, TableLookup(netstate), limit)
 
     def lookup(self, query: Query) -> Answer:
         try:

@@ -14,11 +14,10 @@ has never run on a real Windows machine.
 from __future__ import annotations
 
 import errno
-from typing import Sequence
 
 from leakcheck.netstate import MAIN_TABLE, NetState
 from leakcheck.platform.commands import CommandBackend, CommandFailed, NotRecorded, Runner
-from leakcheck.platform.table_lookup import PROTOCOL_NUMBERS, ROUTE_TYPE_NUMBERS, TableLookup
+from leakcheck.platform.table_lookup import PROTOCOL_NUMBERS, ROUTE_TYPE_NUMBERS, BatchedKernelLookup, TableLookup
 from leakcheck.platform.windows import parsers, state
 from leakcheck.rtnl import Answer, Query
 
@@ -35,7 +34,7 @@ def interface_metrics(text_objects: list[dict]) -> dict[tuple[str, int], int]:
     return {(i.alias, i.family): i.metric for i in parsers.ip_interfaces(text_objects) if i.family}
 
 
-class FindNetRouteLookup:
+class FindNetRouteLookup(BatchedKernelLookup):
     """Windows' own choice per destination (Find-NetRoute); bulk batches and
     destinations a recording lacks are answered from the route table with
     Windows' rule (longest prefix, then route + interface metric)."""
@@ -45,23 +44,7 @@ class FindNetRouteLookup:
 
     def __init__(self, runner: Runner, netstate: NetState, metrics: dict[tuple[str, int], int],
                  limit: int = KERNEL_BATCH_LIMIT):
-        self.runner = runner
-        self.state = netstate
-        self.limit = limit
-        self.table = TableLookup(netstate, metrics)
-        self.kernel_answers = 0
-        self.decided_by = self.KERNEL  # what answered the last batch (the oracle's evidence)
-
-    def lookup_many(self, queries: Sequence[Query]) -> list[Answer]:
-        if len(queries) > self.limit:
-            self.decided_by = self.TABLE
-            return self.table.lookup_many(queries)
-        before = self.kernel_answers
-        answers = [self.lookup(q) for q in queries]
-        asked = self.kernel_answers - before
-        self.decided_by = (self.KERNEL if asked == len(queries) else self.TABLE if asked == 0
-                           else f"{self.KERNEL}; where it gave no answer, {self.TABLE}")
-        return answers
+        super().__init__(runner, netstate, TableLookup(netstate, metrics), limit)
 
     def lookup(self, query: Query) -> Answer:
         try:
