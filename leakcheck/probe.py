@@ -29,7 +29,7 @@ from leakcheck.config import Config
 from leakcheck.errors import ProbeSkipped
 from leakcheck.netstate import IPNetwork, NetState
 from leakcheck.oracle import Oracle
-from leakcheck.report import Effect, Finding, Severity
+from leakcheck.report import RECOMMENDATIONS, Effect, Finding, Severity
 from leakcheck.tunnel import Tunnel
 
 if TYPE_CHECKING:
@@ -138,6 +138,9 @@ class Probe:
     name: ClassVar[str] = ""
     leak_class: ClassVar[str] = ""
     finding_ids: ClassVar[tuple[str, ...]] = ()
+    # Which NCSC recommendations (keys of leakcheck.report.RECOMMENDATIONS) this probe
+    # checks: reported with its result, so fleet conformance needs no probe names.
+    checks: ClassVar[tuple[str, ...]] = ()
     needs_root: ClassVar[bool] = False  # without root the probe is skipped, with this reason
     # Changes routes/firewall or cuts the tunnel: runs after every non-disruptive probe
     # (plugins included), and only when disruptive tests are enabled...
@@ -180,6 +183,10 @@ def validate_probe(cls: type) -> None:
     timeout = cls.timeout_s
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
         raise TypeError(f"probe {cls.name}: timeout_s must be a positive number of seconds, not {timeout!r}")
+    unknown = [key for key in cls.checks if key not in RECOMMENDATIONS]
+    if unknown:
+        raise TypeError(f"probe {cls.name}: checks {unknown} are not recommendation keys "
+                        f"({', '.join(RECOMMENDATIONS)})")
     for fid in cls.finding_ids:
         if not fid.startswith(cls.name + "."):
             raise TypeError(f"probe {cls.name}: finding id {fid!r} must start with {cls.name!r}.")

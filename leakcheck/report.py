@@ -37,6 +37,7 @@ class Contract:
     PROBES_MAX = 64
     FINDINGS_MAX = 500
     INTERFACES_MAX = 64
+    CHECKS_MAX = 32
     DURATION_MS_MAX = 86_400_000
     # Counters land in 32-bit integer columns on PostgreSQL.
     COUNTER_MAX = 2**31 - 1
@@ -94,6 +95,35 @@ class Guidance:
     EXCEPTIONS = ("NCSC VPN guidance: allow traffic outside the tunnel only for explicitly managed "
                   "exceptions (the VPN server itself, named service endpoints, captive-portal helpers)")
     DNS = "NCSC VPN guidance: force all traffic, including DNS, through the VPN"
+    FORCED = ("NCSC VPN guidance: a forced VPN that applications and users cannot evade "
+              "(traffic is blocked, not sent in clear, whenever the tunnel is down)")
+    AUTOCONNECT = "NCSC VPN guidance: a VPN that connects automatically, before the user can reach the network"
+    PROTOCOL = "NCSC VPN guidance: use IPsec (or a TLS VPN where IPsec cannot be used) with the platform's native client"
+    AUTHENTICATION = ("NCSC VPN guidance: authenticate with certificates, private keys held in "
+                      "hardware (TPM, smart card) where possible")
+    CRYPTO_PROFILE = "NCSC VPN guidance: configure the VPN to NCSC's cryptographic profiles for IPsec or TLS"
+    UP_TO_DATE = "NCSC VPN guidance: keep VPN clients up to date with security patches"
+    CAPTIVE_PORTAL = ("NCSC VPN guidance: use the platform's captive-portal helper, with the exceptions "
+                      "it needs kept narrow")
+
+
+# The recommendations a probe can declare it checks (`Probe.checks`), by a stable key.
+# A report's probe result lists them under the optional `checks` field, so the
+# collector can tell, for each recommendation, which devices were checked and met it
+# without knowing any probe by name.
+RECOMMENDATIONS: dict[str, str] = {
+    "full-tunnel": Guidance.FULL_TUNNEL,
+    "dns": Guidance.DNS,
+    "exceptions": Guidance.EXCEPTIONS,
+    "reconnect": Guidance.RECONNECT,
+    "forced": Guidance.FORCED,
+    "autoconnect": Guidance.AUTOCONNECT,
+    "protocol": Guidance.PROTOCOL,
+    "authentication": Guidance.AUTHENTICATION,
+    "crypto-profile": Guidance.CRYPTO_PROFILE,
+    "up-to-date": Guidance.UP_TO_DATE,
+    "captive-portal": Guidance.CAPTIVE_PORTAL,
+}
 
 
 @dataclass(frozen=True)
@@ -128,6 +158,9 @@ class ProbeResult:
     duration_ms: int
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None
+    # Additive, optional (schema unchanged): keys of RECOMMENDATIONS this probe checks;
+    # emitted only when the probe declares some.
+    checks: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +169,7 @@ class ProbeResult:
             "duration_ms": self.duration_ms,
             "findings": [f.to_dict() for f in self.findings],
             "error": self.error,
+            **({"checks": list(self.checks)} if self.checks else {}),
         }
 
 

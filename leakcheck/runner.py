@@ -80,7 +80,15 @@ def seconds(value: float) -> str:
 def run_one(probe_cls: type[Probe], ctx: ProbeContext, deadline_s: float | None = None,
             clipped_by: str = "") -> ProbeResult:
     """One probe under its deadline (or `deadline_s`, when the run's budget cut it:
-    `clipped_by` then says so in the error)."""
+    `clipped_by` then says so in the error). Whatever the outcome, the result names
+    the recommendations the probe checks."""
+    result = _run_one(probe_cls, ctx, deadline_s, clipped_by)
+    result.checks = tuple(probe_cls.checks)
+    return result
+
+
+def _run_one(probe_cls: type[Probe], ctx: ProbeContext, deadline_s: float | None,
+             clipped_by: str) -> ProbeResult:
     reason = gate(probe_cls, ctx)
     if reason:
         return skipped(probe_cls, reason)

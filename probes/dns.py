@@ -43,6 +43,7 @@ class DnsProbe(Probe):
     leak_class = "DNS queries reaching a resolver outside the tunnel"
     finding_ids = ("dns.resolver-outside-tunnel", "dns.scoped-resolver-outside-tunnel",
                    "dns.local-resolver-unverified", "dns.no-resolver")
+    checks = ("dns",)
 
     def run(self, ctx: ProbeContext) -> list[Finding]:
         resolvers = list(ctx.state.resolvers)

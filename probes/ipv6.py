@@ -42,6 +42,7 @@ class Ipv6Probe(Probe):
     leak_class = "one IP family leaving outside a tunnel that carries only the other"
     finding_ids = ("ipv6.ipv6-outside-ipv4-only-tunnel", "ipv6.ipv4-outside-ipv6-only-tunnel",
                    "ipv6.direct-route-without-global-address")
+    checks = ("full-tunnel",)
 
     def run(self, ctx: ProbeContext) -> list[Finding]:
         if not ctx.tunnel.up:

@@ -114,6 +114,7 @@ class PerAppProbe(Probe):
     finding_ids = ("perapp.user-bypasses-tunnel", "perapp.cgroup-bypasses-tunnel", "perapp.mark-bypasses-tunnel",
                    "perapp.socket-bound-to-physical-interface", "perapp.connection-outside-tunnel",
                    "perapp.partial-check", "perapp.no-tunnel")
+    checks = ("full-tunnel", "forced")
 
     def run(self, ctx: ProbeContext) -> list[Finding]:
         if not ctx.tunnel.up:

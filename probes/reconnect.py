@@ -76,6 +76,7 @@ class ReconnectProbe(Probe):
     leak_class = "a tunnel that does not come back after a drop, or traffic that leaks while it is down"
     finding_ids = ("reconnect.leak-while-down", "reconnect.no-auto-reconnect", "reconnect.stale-handshake",
                    "reconnect.reconnected", "reconnect.tunnel-history", "reconnect.cut-test-skipped")
+    checks = ("reconnect",)
     # The cut runs after every other probe; without --disruptive only the passive half runs.
     disruptive = True
     passive_half = True

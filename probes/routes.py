@@ -76,6 +76,7 @@ class RoutesProbe(Probe):
     leak_class = "internet traffic on a direct route instead of the tunnel"
     finding_ids = ("routes.default-route-outside-tunnel", "routes.more-specific-route-outside-tunnel",
                    "routes.public-local-network", "routes.server-route-any-process")
+    checks = ("full-tunnel", "exceptions")
 
     def run(self, ctx: ProbeContext) -> list[Finding]:
         endpoints = vpn_endpoints(ctx.state)

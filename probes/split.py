@@ -170,6 +170,7 @@ class SplitProbe(Probe):
     name = "split"
     leak_class = "split tunnelling: address space routed outside the tunnel"
     finding_ids = ("split.prefixes-outside-tunnel", "split.egress-map")
+    checks = ("full-tunnel", "exceptions")
     timeout_s = 20.0
 
     def run(self, ctx: ProbeContext) -> list[Finding]:

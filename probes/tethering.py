@@ -92,6 +92,7 @@ class TetheringProbe(Probe):
     name = "tethering"
     leak_class = "traffic of tethered, hotspot or bridged clients forwarded outside the tunnel"
     finding_ids = ("tethering.forwarded-outside-tunnel", "tethering.downstream-interfaces")
+    checks = ("full-tunnel",)
 
     def run(self, ctx: ProbeContext) -> list[Finding]:
         downstream = find_downstream(ctx)

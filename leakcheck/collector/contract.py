@@ -78,6 +78,9 @@ class ProbeIn(Strict):
     duration_ms: int = Field(ge=0, le=Contract.DURATION_MS_MAX)
     findings: list[FindingIn] = Field(max_length=Contract.FINDINGS_MAX)
     error: Optional[Text]
+    # Optional (added within report/1): recommendation keys the probe checks. Keys this
+    # collector does not know are kept (a newer agent may know more).
+    checks: list[Name] = Field(default_factory=list, max_length=Contract.CHECKS_MAX)
 
 
 class AgentHealth(Strict):

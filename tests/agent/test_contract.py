@@ -45,7 +45,7 @@ def report(summary: str, evidences: list[dict[str, Any]], error: str | None, cou
     return Report(str(uuid.uuid4()), "0.1.0", {"id": "dev-1", "hostname": "laptop-1", "os": "linux",
                                               "os_version": summary},
                   now, now, "manual", TunnelSummary("up", "wireguard", ["wg0"]),
-                  [ProbeResult("dns", Status.LEAK, 5, findings, error)],
+                  [ProbeResult("dns", Status.LEAK, 5, findings, error, checks=("dns", "full-tunnel"))],
                   agent={"spool_depth": counter, "dropped": counter, "last_upload": None,
                          "last_error": error, "quarantined": 0})
 

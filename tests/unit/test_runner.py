@@ -105,7 +105,7 @@ def test_root_and_disruptive_gates():
 
 @pytest.mark.parametrize("attr, value, message", [
     ("name", "Bad Name", "kebab"), ("leak_class", "", "leak_class"), ("finding_ids", (), "finding_ids"),
-    ("finding_ids", ("other.id",), "must start with"),
+    ("finding_ids", ("other.id",), "must start with"), ("checks", ("no-such-advice",), "recommendation keys"),
 ])
 def test_probe_metadata_is_checked_at_load(attr, value, message):
     broken = type("Broken", (Finds,), {attr: value, "__doc__": "doc"})
@@ -134,3 +134,16 @@ def test_capabilities_are_read_from_proc_status(tmp_path):
 def test_active_checks_need_an_interface_to_watch():
     from leakcheck.active import Probe as Packet
     assert ctx(is_root=True).observe([Packet("udp", "192.0.2.1", 9)]) is None  # loopback only
+
+
+class Checks(Finds):
+    """Checks two recommendations."""
+    checks = ("forced", "autoconnect")
+
+
+def test_checked_recommendations_travel_with_every_result():
+    validate_probe(Checks)
+    assert run_one(Checks, ctx()).to_dict()["checks"] == ["forced", "autoconnect"]
+    skipped = type("SkipsChecks", (Checks,), {"run": Skips.run, "__doc__": "skips"})
+    assert run_one(skipped, ctx()).to_dict()["checks"] == ["forced", "autoconnect"]
+    assert "checks" not in run_one(Finds, ctx()).to_dict()  # optional: absent when none declared
