@@ -100,6 +100,13 @@ class ClientFacts:
     notes: tuple[str, ...] = ()  # what could not be read, and why
     read_ms: float = 0.0
 
+    def judged(self) -> tuple[TunnelConfig, ...]:
+        """What the posture probes judge: the connections in use now; when none is up,
+        every configured one (how the device would connect). A connection loaded
+        beside the one in use but not up (strongSwan loads them all) is listed, not judged."""
+        active = tuple(t for t in self.tunnels if t.active)
+        return active or self.tunnels
+
 
 Reader = Callable[["NetState"], ClientFacts]
 

@@ -17,7 +17,9 @@ line and config file, WireGuard interfaces, NetworkManager VPN profiles):
   `posture-auth.key-in-file`: a note, or a warning with
   `posture.require_hardware_keys = true`.
 
-`posture-auth.tunnels` lists every client with what was found and where.
+Judged are the connections up now; when none is, every configured one
+(how the device would connect). `posture-auth.tunnels` lists every client
+and connection with what was found and where.
 Nothing found: skipped ("no VPN client found"), i.e. not checked.
 Reads through `ctx.clients` (leakcheck/vpnclients.py), once per run.
 """
@@ -49,7 +51,7 @@ class PostureAuthProbe(Probe):
             raise ProbeSkipped("no VPN client found" + (f" ({'; '.join(facts.notes)})" if facts.notes else ""))
         policy = ctx.config.section("posture")
         findings: list[Finding] = []
-        for tunnel in facts.tunnels:
+        for tunnel in facts.judged():
             findings += self._protocol(tunnel, policy["allowed_protocols"])
             findings += self._auth(tunnel, policy["allowed_auth"])
             findings += self._keys(tunnel, policy["require_hardware_keys"])

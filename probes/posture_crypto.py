@@ -52,7 +52,7 @@ class PostureCryptoProbe(Probe):
         profile = ctx.config.get("posture", "crypto_profile")
         findings: list[Finding] = []
         unobserved = []
-        for tunnel in facts.tunnels:
+        for tunnel in facts.judged():
             negotiated = [a for a in tunnel.algorithms if a.state == "negotiated"]
             if tunnel.protocol == "wireguard":
                 findings.append(self._wireguard(tunnel))
