@@ -16,10 +16,6 @@ from __future__ import annotations
 import functools
 import re
 
-# What dpkg accepts in the upstream part (letters, digits and . + - ~ and, with an epoch, :).
-VALID = re.compile(r"^(?:(\d+):)?([0-9][A-Za-z0-9.+~:-]*?)(?:-([A-Za-z0-9.+~]+))?$")
-
-
 class VersionError(ValueError):
     """Not a Debian version string."""
 
