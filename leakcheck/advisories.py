@@ -34,6 +34,7 @@ from leakcheck.vpnclients import Distribution, InstalledPackage
 SCHEMA = "leakcheck.advisories/1"
 SHIPPED = Path(__file__).resolve().parent / "data" / "advisories.json"
 SEVERITIES = ("critical", "high", "medium", "low")
+MAX_BYTES = 1 << 20  # a table is a few KiB; a megabyte is a mistake (collector and agent refuse more)
 
 
 class AdvisoryError(ValueError):
