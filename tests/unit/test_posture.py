@@ -98,6 +98,50 @@ def test_recorded_psk_connection_up_is_blamed_and_the_certificate_ones_loaded_be
     assert crypto.status is Status.PASS, [f.summary for f in crypto.findings]
 
 
+# ---------------------------------------------------------------- kernel SAs (no vici to ask)
+
+# `ip xfrm state` as iproute2 prints it (the layout of its output; keys replaced by obviously
+# fake ones: real keys do not belong in a repository): an AES-GCM-256 pair (36-byte key with
+# the RFC 4106 salt, 128-bit ICV) and a legacy 3DES + HMAC-MD5 pair.
+XFRM_STATES = """\
+src 192.0.2.10 dst 203.0.113.1
+\tproto esp spi 0xc0000001 reqid 1 mode tunnel
+\treplay-window 0 flag af-unspec
+\taead rfc4106(gcm(aes)) 0x""" + "ab" * 36 + """ 128
+\tanti-replay context: seq 0x0, oseq 0x0, bitmap 0x00000000
+src 203.0.113.1 dst 192.0.2.10
+\tproto esp spi 0xc0000002 reqid 1 mode tunnel
+\treplay-window 32 flag af-unspec
+\taead rfc4106(gcm(aes)) 0x""" + "cd" * 36 + """ 128
+src 192.0.2.10 dst 198.51.100.7
+\tproto esp spi 0xc0000003 reqid 2 mode tunnel
+\treplay-window 0 flag af-unspec
+\tauth-trunc hmac(md5) 0x""" + "ef" * 16 + """ 96
+\tenc cbc(des3_ede) 0x""" + "01" * 24 + """
+"""
+
+
+def test_kernel_sas_are_graded_when_no_daemon_answers_and_their_keys_never_kept() -> None:
+    from leakcheck.linux import xfrm
+
+    states = xfrm.parse_states(XFRM_STATES)
+    assert states[0].algorithms == (("aead", "rfc4106(gcm(aes))", 128),)
+    assert states[2].algorithms == (("auth-trunc", "hmac(md5)", 96), ("enc", "cbc(des3_ede)", 192))
+    assert "abab" not in repr(states)
+    tunnels = {t.name: t for t in linux.xfrm_tunnels(states)}
+    assert set(tunnels) == {"IPsec SAs 192.0.2.10 <-> 203.0.113.1", "IPsec SAs 192.0.2.10 <-> 198.51.100.7"}
+    facts = ClientFacts(tunnels=tuple(tunnels.values()))
+    result = run_one(PostureCryptoProbe, ctx(facts))
+    (weak,) = [f for f in result.findings if f.id == "posture-crypto.weak-algorithm"]
+    assert weak.evidence["connection"].endswith("198.51.100.7")
+    assert {a["algorithm"] for a in weak.evidence["algorithms"]} == {"3DES_CBC-192", "HMAC_MD5_96"}
+    gcm = [f for f in result.findings if f.id == "posture-crypto.negotiated" and "203.0.113.1" in f.evidence["connection"]]
+    assert {a["algorithm"] for a in gcm[0].evidence["algorithms"]} == {"AES_GCM_16"}
+    # how IKE authenticated is unknown here: listed, not blamed
+    auth = run_one(PostureAuthProbe, ctx(facts, {"allowed_auth": ["certificate"]}))
+    assert auth.status is Status.PASS and "posture-auth.tunnels" in ids(auth)
+
+
 # ---------------------------------------------------------------- OpenVPN
 
 CLIENT_CONF = """\
