@@ -252,7 +252,9 @@ def parse_openvpn_options(argv: Sequence[str], config_text: str = "") -> dict[st
 
 
 def openvpn_tunnel(options: dict[str, list[str]], source: str, log_text: str = "", pid: int | None = None,
-                   interface: str | None = None, name: str = "openvpn") -> TunnelConfig:
+                   interface: str | None = None, name: str = "openvpn", config_read: bool = True) -> TunnelConfig:
+    """A running client's facts. `config_read` False: its config file could not be
+    read (the agent without root), so nothing is said about what it allows."""
     auth, detail, keys = [], [], []
     if "secret" in options or "tls-secret" in options:
         auth.append("psk")
@@ -274,14 +276,16 @@ def openvpn_tunnel(options: dict[str, list[str]], source: str, log_text: str = "
     if "auth-user-pass" in options:
         auth.append("password")
         detail.append("username and password (auth-user-pass)")
-    algorithms = [_openvpn_configured(options, source)]
+    algorithms = [_openvpn_configured(options, source)] if config_read else []
     negotiated = _openvpn_negotiated(log_text)
     algorithms += negotiated
+    notes = [] if negotiated else ["negotiated ciphers not known: the client writes no log file leakcheck can "
+                                   "read (--log)"]
+    if not config_read:
+        notes.append(f"config file {source} not readable (root only): authentication and allowed ciphers unknown")
     return TunnelConfig(client="openvpn", name=name, protocol="openvpn", source=source, interface=interface,
                         active=True, auth=tuple(dict.fromkeys(auth)) or ("unknown",), auth_detail=tuple(detail),
-                        keys=tuple(keys), algorithms=tuple(algorithms), pid=pid,
-                        notes=() if negotiated else ("negotiated ciphers not known: the client writes no log file "
-                                                     "leakcheck can read (--log)",))
+                        keys=tuple(keys), algorithms=tuple(algorithms), pid=pid, notes=tuple(notes))
 
 
 def _key_store(where: str) -> KeyStore:
@@ -334,7 +338,8 @@ def _openvpn(processes: Sequence[Any], owners: dict[int, str], notes: list[str],
         log_path = (options.get("log") or options.get("log-append") or [None])[0]
         log_text = _tail(_in_proc_root(pid, log_path, root)) if log_path else ""
         out.append(openvpn_tunnel(options, config or "command line", log_text, pid, owners.get(pid),
-                                  name=Path(config).stem if config else f"openvpn-{pid}"))
+                                  name=Path(config).stem if config else f"openvpn-{pid}",
+                                  config_read=bool(text) or not config))
     return out
 
 

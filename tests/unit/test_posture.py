@@ -186,6 +186,11 @@ def test_openvpn_static_key_pkcs11_and_no_log() -> None:
     assert token.auth == ("certificate",) and token.keys[0].kind == "hardware"
     result = run_one(PostureCryptoProbe, ctx(ClientFacts(tunnels=(static,))))
     assert "posture-crypto.not-observable" in ids(result)
+    # a config the agent may not read: nothing is claimed about what it allows or how it authenticates
+    hidden = linux.openvpn_tunnel(linux.parse_openvpn_options(["openvpn", "--config", "/etc/openvpn/c.conf"]),
+                                  "/etc/openvpn/c.conf", config_read=False)
+    assert hidden.algorithms == () and hidden.auth == ("unknown",) and "not readable" in hidden.notes[-1]
+    assert run_one(PostureAuthProbe, ctx(ClientFacts(tunnels=(hidden,)))).status is Status.PASS
 
 
 def test_openconnect_password_versus_pkcs11_certificate() -> None:
