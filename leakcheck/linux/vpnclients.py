@@ -277,7 +277,7 @@ def openvpn_tunnel(options: dict[str, list[str]], source: str, log_text: str = "
         auth.append("password")
         detail.append("username and password (auth-user-pass)")
     algorithms = [_openvpn_configured(options, source)] if config_read else []
-    negotiated = _openvpn_negotiated(log_text)
+    negotiated = _openvpn_negotiated(log_text) or _static_key_cipher(options, source)
     algorithms += negotiated
     notes = [] if negotiated else ["negotiated ciphers not known: the client writes no log file leakcheck can "
                                    "read (--log)"]
@@ -303,6 +303,15 @@ def _openvpn_configured(options: dict[str, list[str]], source: str) -> Algorithm
         if options.get(key):
             items[key] = options[key][0]
     return Algorithms("data-channel", "configured", items, source)
+
+
+def _static_key_cipher(options: dict[str, list[str]], source: str) -> list[Algorithms]:
+    """Static-key mode (--secret) negotiates nothing: --cipher and --auth are what is in
+    use (OpenVPN's defaults BF-CBC and SHA1 when absent)."""
+    if "secret" not in options:
+        return []
+    items = {"cipher": (options.get("cipher") or ["BF-CBC"])[0], "auth": (options.get("auth") or ["SHA1"])[0]}
+    return [Algorithms("data-channel", "negotiated", items, f"{source}: static-key mode uses --cipher/--auth")]
 
 
 def _openvpn_negotiated(log_text: str) -> list[Algorithms]:

@@ -179,12 +179,20 @@ def test_openvpn_options_auth_and_negotiated_ciphers() -> None:
 
 
 def test_openvpn_static_key_pkcs11_and_no_log() -> None:
-    static = linux.openvpn_tunnel(linux.parse_openvpn_options(["openvpn", "--secret", "static.key"]), "cmd")
-    assert static.auth == ("psk",) and static.notes
+    static = linux.openvpn_tunnel(linux.parse_openvpn_options(["openvpn", "--secret", "static.key", "1",
+                                                               "--cipher", "AES-256-CBC"]), "cmd")
+    assert static.auth == ("psk",)
+    # static-key mode negotiates nothing: --cipher with the default SHA1 digest is in use, and weak
+    in_use = [a for a in static.algorithms if a.state == "negotiated"]
+    assert in_use[0].items == {"cipher": "AES-256-CBC", "auth": "SHA1"}
+    crypto = run_one(PostureCryptoProbe, ctx(ClientFacts(tunnels=(static,))))
+    assert "posture-crypto.weak-algorithm" in ids(crypto)
+    unlogged = linux.openvpn_tunnel(linux.parse_openvpn_options(["openvpn", "--tls-client"]), "cmd")
+    assert unlogged.notes
     token = linux.openvpn_tunnel(linux.parse_openvpn_options(
         ["openvpn"], "pkcs11-providers /usr/lib/p11-kit-proxy.so\npkcs11-id 'pkcs11:token=vpn'\n"), "conf")
     assert token.auth == ("certificate",) and token.keys[0].kind == "hardware"
-    result = run_one(PostureCryptoProbe, ctx(ClientFacts(tunnels=(static,))))
+    result = run_one(PostureCryptoProbe, ctx(ClientFacts(tunnels=(unlogged,))))
     assert "posture-crypto.not-observable" in ids(result)
     # a config the agent may not read: nothing is claimed about what it allows or how it authenticates
     hidden = linux.openvpn_tunnel(linux.parse_openvpn_options(["openvpn", "--config", "/etc/openvpn/c.conf"]),
