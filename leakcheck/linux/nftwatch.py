@@ -203,8 +203,8 @@ class KernelWatch:
 
     def established_outside(self, local_addresses: dict[str, str], sets: WatchSets) -> list[SuspectFlow]:
         """Tracked flows that answered (established) from an address of a
-        physical interface to a destination the filter would log: connections
-        opened outside the tunnel and still alive. `local_addresses` maps each
+        physical interface to a destination the filter would log, whose socket
+        still exists: connections opened outside the tunnel and still alive. `local_addresses` maps each
         physical interface address to its interface."""
         try:
             flows = conntrack.dump()
@@ -229,9 +229,11 @@ class KernelWatch:
         out = []
         for flow in picked:
             found = match_socket(raw, flow.protocol, flow.src, flow.sport, flow.dst, flow.dport)
-            owner = Owner()
-            if found is not None:
-                owner = self._lookup.describe(self._lookup.pid_of(found.inode, None), found.uid)
+            if found is None or not found.inode:
+                # no live socket (closed, time-wait, a UDP entry waiting out its timeout):
+                # the connection did not survive, whatever conntrack still remembers
+                continue
+            owner = self._lookup.describe(self._lookup.pid_of(found.inode, None), found.uid)
             out.append(SuspectFlow(proto=flow.protocol, src=flow.src, sport=flow.sport, dst=flow.dst,
                                    dport=flow.dport, interface=local_addresses[flow.src], uid=owner.uid,
                                    gid=None, owner=owner, predates_tunnel=True))

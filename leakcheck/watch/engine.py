@@ -62,6 +62,8 @@ class Watch:
         self._local: dict[str, str] = {}
         self._emitted: dict[tuple, float] = {}
         self._netwatch = None
+        self._servers: set[str] = set()
+        self._tunnel_links: frozenset = frozenset()
 
     # ------------------------------------------------------------ set-up
 
@@ -89,6 +91,7 @@ class Watch:
         self._local = {str(a.address): a.ifname for a in state.addresses
                        if a.ifname != "lo" and not found.is_tunnel_interface(a.ifname)}
         self._state, self._tunnel = state, found
+        self._tunnel_links = frozenset((l.name, l.index) for l in state.links if found.is_tunnel_interface(l.name))
         return state, found
 
     def _sets(self, state, tunnel) -> WatchSets:
@@ -98,9 +101,12 @@ class Watch:
         # the local networks of every non-tunnel interface: LAN traffic is not a leak of the internet
         direct += [str(ipaddress.ip_interface(f"{a.address}/{a.prefixlen}").network) for a in state.addresses
                    if a.ifname != "lo" and not tunnel.is_tunnel_interface(a.ifname)]
-        direct += [f"{ep}/{32 if ':' not in ep else 128}" for ep in vpn_endpoints(state)]
+        # VPN servers stay known after their tunnel goes: a reconnecting client sends its
+        # first packets to the server before its interface (and its state) exist again
+        self._servers |= vpn_endpoints(state)
+        direct += [f"{ep}/{32 if ':' not in ep else 128}" for ep in self._servers]
         direct += [str(n) for n in self.config.get("policy", "allowed_direct")]
-        self.endpoints = sorted(vpn_endpoints(state))
+        self.endpoints = sorted(self._servers)
         return WatchSets(tunnels=tuple(tunnel.interfaces), direct4=collapse(direct, 4), direct6=collapse(direct, 6))
 
     def _describe(self, tunnel) -> str:
@@ -112,12 +118,14 @@ class Watch:
 
     def refresh(self) -> None:
         """Rebuild the filter's sets from the network state; sweep when the tunnel came up."""
-        was_up = self.tunnel_up
+        was_up, was = self.tunnel_up, self._tunnel_links
         state, tunnel = self._read()
         self.sets = self._sets(state, tunnel)
         self.kernel.apply(self.sets)
         self.tunnel_up = tunnel.up
-        if tunnel.up and not was_up:
+        # A tunnel that went and came back between two reads is a new one (its
+        # interface index changed): its predecessors' connections survive it too.
+        if tunnel.up and (not was_up or self._tunnel_links != was):
             self._sweep()
 
     def _sweep(self) -> None:
@@ -159,10 +167,10 @@ class Watch:
         for flow in flows:
             record, first = self.table.observe(to_record(flow, now))
             if first:
-                self._emitted[record.key] = now
+                self._emitted[record.table_key] = now
                 self.on_flow(record, True)
-            elif now - self._emitted.get(record.key, 0) >= self.update_every:
-                self._emitted[record.key] = now
+            elif now - self._emitted.get(record.table_key, 0) >= self.update_every:
+                self._emitted[record.table_key] = now
                 self.on_flow(record, False)
 
     def records(self) -> list[FlowRecord]:

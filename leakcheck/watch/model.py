@@ -14,7 +14,8 @@ interface outside the tunnel), `watch.dns-outside-tunnel` (the same, for a
 DNS query: dns_name is the question), `watch.flow-predates-tunnel` (a
 connection opened outside the tunnel and still alive after it came up).
 Severity is always high. The dedup key is (exe or command, dst, dport,
-proto): later packets of the same key raise `count` and `last_seen`.
+proto), per finding id: later packets of the same key raise `count` and
+`last_seen`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,12 @@ class FlowRecord:
     def key(self) -> tuple:
         return dedup_key(self.exe or self.command, self.dst, self.dport, self.proto)
 
+    @property
+    def table_key(self) -> tuple:
+        """The dedup key within one finding id: a connection that leaked when it
+        opened and still lives after the tunnel came up is reported under both."""
+        return (self.id, *self.key)
+
     def who(self) -> str:
         if self.forwarded:
             return "a forwarded client (tethering or a bridge)"
@@ -174,7 +181,7 @@ class FlowTable:
         self.max_records = max_records  # a bound: an app scanning the internet cannot grow us forever
 
     def observe(self, record: FlowRecord) -> tuple[FlowRecord, bool]:
-        known = self.records.get(record.key)
+        known = self.records.get(record.table_key)
         if known is not None:
             known.count += record.count
             known.last_seen = max(known.last_seen, record.last_seen)
@@ -184,5 +191,5 @@ class FlowTable:
         if len(self.records) >= self.max_records:
             oldest = min(self.records, key=lambda k: self.records[k].last_seen)
             del self.records[oldest]
-        self.records[record.key] = record
+        self.records[record.table_key] = record
         return record, True
