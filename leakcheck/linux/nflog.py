@@ -14,6 +14,7 @@ Constants are those of linux/netfilter/nfnetlink_log.h.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import struct
@@ -160,7 +161,8 @@ def decode_ip(payload: bytes) -> tuple[str, str, int, str, int, bytes] | None:
         transport = payload[ihl:] if fragment_offset == 0 else b""
     elif version == 6 and len(payload) >= 40:
         number = payload[6]
-        src, dst = socket.inet_ntop(socket.AF_INET6, payload[8:24]), socket.inet_ntop(socket.AF_INET6, payload[24:40])
+        # ipaddress's text, as sock_diag answers are compared in (inet_ntop writes ::a.b.c.d forms)
+        src, dst = str(ipaddress.IPv6Address(payload[8:24])), str(ipaddress.IPv6Address(payload[24:40]))
         transport, number = _skip_extensions(payload[40:], number)
     else:
         return None
