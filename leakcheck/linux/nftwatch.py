@@ -8,8 +8,10 @@ or are local networks, the VPN servers' outer addresses (so the VPN
 client's own packets never reach us), the allowed managed exceptions, and
 packets an IPsec policy will transform. What is left leaves a physical
 interface for the internet outside the tunnel: it is logged through NFLOG
-(group `GROUP`, first `SNAPLEN` bytes, a shared per-second limit) and read by
-leakcheck/linux/nflog.py. Tunnel traffic costs a few rule evaluations in
+(group `GROUP` or the next free one, first `SNAPLEN` bytes, a per-second
+limit shared by both chains) and read by leakcheck/linux/nflog.py. Table
+and group are per watcher (`leakcheck_watch_<pid>`), so the agent's watch
+and a helpdesk `leakcheck watch` run side by side. Tunnel traffic costs a few rule evaluations in
 the kernel and nothing in userspace.
 
 The table has the owner flag (made through libnftables inside this
@@ -17,7 +19,7 @@ process, as leakcheck/linux/nftcut.py does for the reconnect cut): the
 kernel deletes it when the watcher's netlink socket closes, on exit or
 SIGKILL. It only logs (every rule is `return` or `log`), so even a table
 left by a kernel without the owner flag drops nothing; the next watch
-deletes it first. No route, rule, sysctl or other table is touched.
+deletes the tables of watchers that are gone. No route, rule, sysctl or other table is touched.
 
 Sets are replaced in one transaction (`flush set` + `add element`) when the
 network changes, so no packet sees a half-built filter.
@@ -25,8 +27,10 @@ network changes, so no packet sees a half-built filter.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import os
 import select
 import socket
 from typing import Iterable, Sequence
@@ -40,8 +44,9 @@ from leakcheck.watch.model import Owner, SuspectFlow, WatchSets, WatchUnavailabl
 
 log = logging.getLogger(__name__)
 
-TABLE = "leakcheck_watch"  # inet family
-GROUP = 0x4C43  # NFLOG group ("LC"): one of leakcheck's own, not the common 0..10
+TABLE_PREFIX = "leakcheck_watch_"  # inet family; + the watcher's pid: the agent and a helpdesk watch coexist
+GROUP = 0x4C43  # first NFLOG group tried ("LC"): leakcheck's own, away from the common 0..10
+GROUPS_TRIED = 16  # a group binds to one socket only: each concurrent watcher takes the next free one
 PREFIX_OUT, PREFIX_FWD = "leakcheck-out", "leakcheck-fwd"
 DEFAULT_RATE = 100  # logged packets per second, both chains together
 IPS_SEEN_REPLY = 0x2
@@ -51,12 +56,27 @@ def _elements(items: Sequence[str], quote: bool = False) -> str:
     return ", ".join(f'"{i}"' if quote else i for i in items)
 
 
-def set_commands(sets: WatchSets) -> str:
-    lines = [f"flush set inet {TABLE} {name}" for name in ("tunnels", "direct4", "direct6")]
+def leftover_pids(listing: str) -> list[int]:
+    """Pids in the names of watch tables in `nft list tables` output."""
+    out = []
+    for line in listing.splitlines():
+        name = line.split()[-1] if line.strip() else ""
+        if name.startswith(TABLE_PREFIX) and name[len(TABLE_PREFIX):].isdigit():
+            out.append(int(name[len(TABLE_PREFIX):]))
+    return out
+
+
+def table_name(pid: int | None = None) -> str:
+    return f"{TABLE_PREFIX}{os.getpid() if pid is None else pid}"
+
+
+def set_commands(sets: WatchSets, table: str | None = None) -> str:
+    table = table or table_name()
+    lines = [f"flush set inet {table} {name}" for name in ("tunnels", "direct4", "direct6")]
     for name, items, quote in (("tunnels", sets.tunnels, True), ("direct4", sets.direct4, False),
                                ("direct6", sets.direct6, False)):
         if items:
-            lines.append(f"add element inet {TABLE} {name} {{ {_elements(items, quote)} }}")
+            lines.append(f"add element inet {table} {name} {{ {_elements(items, quote)} }}")
     return "\n".join(lines) + "\n"
 
 
@@ -78,8 +98,9 @@ def _chain(name: str, hook: str, prefix: str, group: int, ipsec: bool) -> list[s
 
 
 def ruleset(sets: WatchSets, owner: bool, group: int = GROUP, rate: int = DEFAULT_RATE,
-            ipsec: bool = True) -> str:
-    lines = [f"table inet {TABLE} {{"]
+            ipsec: bool = True, table: str | None = None) -> str:
+    table = table or table_name()
+    lines = [f"table inet {table} {{"]
     if owner:
         lines.append("    flags owner")
     lines += [
@@ -91,7 +112,7 @@ def ruleset(sets: WatchSets, owner: bool, group: int = GROUP, rate: int = DEFAUL
     lines += _chain("output", "output", PREFIX_OUT, group, ipsec)
     lines += _chain("forward", "forward", PREFIX_FWD, group, ipsec)
     lines.append("}")
-    return "\n".join(lines) + "\n" + set_commands(sets)
+    return "\n".join(lines) + "\n" + set_commands(sets, table)
 
 
 class KernelWatch:
@@ -100,6 +121,7 @@ class KernelWatch:
 
     def __init__(self, sets: WatchSets, group: int = GROUP, rate: int = DEFAULT_RATE) -> None:
         self.group, self.rate = group, rate
+        self.table = table_name()
         self.owner_flag = False
         self.limits: list[str] = []  # what is watched less well than it could be
         self._lookup = OwnerLookup()
@@ -109,7 +131,7 @@ class KernelWatch:
         except CutError as exc:
             raise WatchUnavailable(f"no nftables ({exc})") from None
         try:
-            self._nflog = NflogSocket(group)
+            self._nflog = self._bind(group)
         except OSError as exc:
             self._backend.close()
             raise WatchUnavailable(f"cannot read NFLOG group {group} ({exc})") from None
@@ -119,6 +141,22 @@ class KernelWatch:
             self.close()
             raise
 
+    def _bind(self, first: int) -> NflogSocket:
+        last: OSError | None = None
+        for group in range(first, first + GROUPS_TRIED):
+            try:
+                sock = NflogSocket(group)
+            except OSError as exc:
+                # a group bound by another socket (the agent, a helpdesk watch) answers EPERM
+                if exc.errno not in (errno.EPERM, errno.EBUSY):
+                    raise
+                last = exc
+                continue
+            self.group = group
+            return sock
+        raise OSError(last.errno if last else errno.EBUSY,
+                      f"NFLOG groups {first}..{first + GROUPS_TRIED - 1} all refused ({last})")
+
     def _install(self, sets: WatchSets) -> None:
         self._remove_leftover()
         owner = self._backend.owner_capable
@@ -126,7 +164,7 @@ class KernelWatch:
         last = ""
         for owner_flag, ipsec in attempts:
             try:
-                self._backend.run(ruleset(sets, owner_flag, self.group, self.rate, ipsec))
+                self._backend.run(ruleset(sets, owner_flag, self.group, self.rate, ipsec, self.table))
             except CutError as exc:
                 last = str(exc)
                 continue
@@ -141,19 +179,22 @@ class KernelWatch:
         raise WatchUnavailable(f"cannot install the nftables watch table ({last})")
 
     def _remove_leftover(self) -> None:
+        """Delete watch tables of watchers that are gone (only a kernel without the
+        owner flag leaves them); tables of live watchers are theirs."""
         try:
-            self._backend.run(f"delete table inet {TABLE}\n")
+            listing = self._backend.run("list tables inet\n")
         except CutError as exc:
-            text = str(exc)
-            if "No such file or directory" in text:
-                return
-            if "Operation not permitted" in text or "Device or resource busy" in text:
-                raise WatchUnavailable("another leakcheck watch holds the watch table") from None
-            raise WatchUnavailable(f"nftables: {text}") from None
+            raise WatchUnavailable(f"nftables: {exc}") from None
+        for pid in leftover_pids(listing):
+            if not os.path.exists(f"/proc/{pid}"):
+                try:
+                    self._backend.run(f"delete table inet {table_name(pid)}\n")
+                except CutError as exc:  # owned by a live process after all: leave it
+                    log.debug("leftover watch table %s: %s", pid, exc)
 
     def apply(self, sets: WatchSets) -> None:
         """Replace the sets (one transaction)."""
-        self._backend.run(set_commands(sets))
+        self._backend.run(set_commands(sets, self.table))
 
     def fileno(self) -> int:
         return self._nflog.fileno()
@@ -244,7 +285,7 @@ class KernelWatch:
         backend, self._backend = getattr(self, "_backend", None), None
         if backend is not None:
             try:
-                backend.run(f"delete table inet {TABLE}\n")
+                backend.run(f"delete table inet {self.table}\n")
             except CutError as exc:
                 log.debug("deleting the watch table: %s", exc)  # the socket close removes an owned table
             backend.close()

@@ -37,10 +37,10 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # readable by uid 1234 (the venv under /root
 class Watcher:
     """`leakcheck watch --json` in the laptop; its findings arrive on a queue."""
 
-    def __init__(self, lab, config_path):
+    def __init__(self, lab, config_path, argv=None):
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.lap, sys.executable, "-m", "leakcheck", "watch",
-                                      "--json", "--config", str(config_path)], cwd=REPO_ROOT, env=env,
+        argv = argv or [sys.executable, "-m", "leakcheck", "watch", "--json", "--config", str(config_path)]
+        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.lap, *argv], cwd=REPO_ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True, preexec_fn=linux.set_parent_death_signal)
         self.lines: "queue.Queue[tuple[float, dict]]" = queue.Queue()
@@ -290,6 +290,56 @@ def test_busy_full_tunnel_reports_nothing(watched):
         assert watcher.quiet() == []
     finally:
         _stop(lab, "w-busy")
+
+
+# -- the API the agent runs in a thread, beside a helpdesk watch --------------------------
+
+API_SCRIPT = """
+import json, sys, threading
+from leakcheck.config import load
+from leakcheck.watch.engine import Watch
+watch = Watch(load(sys.argv[1]), on_flow=lambda record, first: print(json.dumps(record.to_dict()), flush=True))
+watch.start()
+print("watching " + watch.watching[0], file=sys.stderr, flush=True)
+stop = threading.Event()
+thread = threading.Thread(target=watch.run, args=(stop,))
+thread.start()
+sys.stdin.readline()  # the test closes stdin: the agent sets its stop event
+stop.set()
+thread.join(5)
+print("stopped" if not thread.is_alive() else "still running", file=sys.stderr, flush=True)
+"""
+
+
+def test_watch_api_in_a_thread_runs_beside_the_cli_watch_and_both_see_the_leak(watched):
+    lab, watcher = watched
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    agent = Watcher.__new__(Watcher)
+    agent.proc = subprocess.Popen(["ip", "netns", "exec", lab.lap, sys.executable, "-c", API_SCRIPT,
+                                   str(lab.workdir / "watch-config.toml")], cwd=REPO_ROOT, env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True, preexec_fn=linux.set_parent_death_signal)
+    agent.lines, agent.stderr, agent.all = queue.Queue(), [], []
+    threading.Thread(target=agent._read, daemon=True).start()
+    threading.Thread(target=agent._read_err, daemon=True).start()
+    poll(lambda: any("watching" in line for line in agent.stderr) or agent.proc.poll() is not None, 10,
+         "the API watch to start")
+    assert agent.proc.poll() is None, "".join(agent.stderr)
+    tables = lab.exec(["nft", "list", "tables"]).stdout
+    assert tables.count("leakcheck_watch_") == 2, tables  # one each, neither in the other's way
+    watcher.drain()
+    t0 = time.monotonic()
+    try:
+        sender(lab, "w-api", udp_code(CANARY_V4, 13, device="eth0"))
+        for seen in (agent, watcher):
+            found, delay = seen.expect(lambda f: f["evidence"]["dport"] == 13, t0)
+            assert delay < WITHIN and found["id"] == "watch.flow-outside-tunnel"
+    finally:
+        _stop(lab, "w-api")
+        agent.proc.stdin.close()
+        agent.proc.wait(10)
+    assert "stopped" in "".join(agent.stderr)
+    assert lab.exec(["nft", "list", "tables"]).stdout.count("leakcheck_watch_") == 1
 
 
 # -- the table is the watcher's alone -------------------------------------------------

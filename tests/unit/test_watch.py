@@ -151,13 +151,13 @@ def test_dns_response_and_truncated_question_give_no_name():
 
 def test_ruleset_logs_only_new_suspects_with_the_owner_flag_and_a_limit():
     sets = WatchSets(tunnels=("wg0",), direct4=("10.0.0.0/8", "203.0.113.1/32"), direct6=("fe80::/10",))
-    text = nftwatch.ruleset(sets, owner=True, group=7, rate=50)
+    text = nftwatch.ruleset(sets, owner=True, group=7, rate=50, table="leakcheck_watch_1")
     assert "flags owner" in text and "rate 50/second" in text
     for chain in ("hook output", "hook forward"):
         assert chain in text
     assert text.count("ct state != new return") == 2 and text.count("oifname @tunnels return") == 2
     assert 'log prefix "leakcheck-out" group 7 snaplen 512' in text
-    assert 'add element inet leakcheck_watch tunnels { "wg0" }' in text
+    assert 'add element inet leakcheck_watch_1 tunnels { "wg0" }' in text
     # nothing but return and log: the table never drops or changes a packet
     rules = [l.strip() for l in text.splitlines() if l.startswith("        ") and "type filter" not in l]
     assert rules and all(r.endswith("return") or "log prefix" in r for r in rules), rules
