@@ -244,6 +244,28 @@ def test_connection_opened_before_the_tunnel_is_reported_when_it_comes_up(watche
     assert not [f for f in watcher.all if f["evidence"]["dst"] == VPN_SERVER]
 
 
+def test_tethered_client_forwarded_out_of_the_lan_is_reported(watched):
+    lab, watcher = watched
+    steps = [f"ip -4 route add default via {LAN_ROUTER} dev eth0 table 42", "ip -4 rule add iif usb0 lookup 42 priority 100"]
+    lab.add_tethered_client()
+    try:
+        for step in steps:
+            lab.step(step)
+        lab.sysctl("lap", "net.ipv4.ip_forward", 1)
+        watcher.quiet(0.8)
+        t0 = time.monotonic()
+        lab.exec([sys.executable, "-c", "import socket\n" + udp_code(CANARY_V4, 14)], ns=lab.tether_client)
+        found, delay = watcher.expect(lambda f: f["evidence"]["dport"] == 14, t0)
+    finally:
+        lab.remove_tethered_client()
+        lab.ip("-4 rule del iif usb0 lookup 42 priority 100", check=False)
+        lab.sysctl("lap", "net.ipv4.ip_forward", 0)
+    ev = found["evidence"]
+    assert delay < WITHIN
+    assert ev["src"] == "192.168.42.2" and ev["interface"] == "eth0" and ev["pid"] is None and ev["uid"] is None
+    assert "forwarded client" in found["summary"]
+
+
 # -- twins: nothing to report -----------------------------------------------------------
 
 def test_lan_link_local_dhcp_and_nd_report_nothing(watched):
