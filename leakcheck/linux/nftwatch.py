@@ -33,14 +33,14 @@ import logging
 import os
 import select
 import socket
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from leakcheck.disrupt import CutError
 from leakcheck.linux import conntrack, nftcut
 from leakcheck.linux.flowowner import OwnerLookup, dump_for, match_socket
 from leakcheck.linux.nflog import SNAPLEN, LoggedPacket, NflogSocket
 # The error is the watch's (leakcheck.watch.model): the engine catches it without a platform import.
-from leakcheck.watch.model import Owner, SuspectFlow, WatchSets, WatchUnavailable, collapse  # noqa: F401
+from leakcheck.watch.model import Owner, SuspectFlow, WatchSets, WatchUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -246,7 +246,8 @@ def test_connection_opened_before_the_tunnel_is_reported_when_it_comes_up(watche
 
 def test_tethered_client_forwarded_out_of_the_lan_is_reported(watched):
     lab, watcher = watched
-    steps = [f"ip -4 route add default via {LAN_ROUTER} dev eth0 table 42", "ip -4 rule add iif usb0 lookup 42 priority 100"]
+    steps = [f"ip -4 route add default via {LAN_ROUTER} dev eth0 table 42",
+             "ip -4 rule add iif usb0 lookup 42 priority 100"]
     lab.add_tethered_client()
     try:
         for step in steps:
