@@ -50,6 +50,9 @@ def execute(args: argparse.Namespace) -> int:
         pass
     finally:
         watch.close()
+    if watch.lost_reads:
+        print(f"leakcheck watch: the kernel dropped logged packets {watch.lost_reads} time(s) (queue full): "
+              f"some flows may be missing", file=out, flush=True)
     if not args.json:
         print(f"leakcheck watch: {seen['flows']} flow(s) outside the tunnel", flush=True)
     return ExitCode.LEAK if seen["flows"] else ExitCode.PASS

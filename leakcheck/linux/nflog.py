@@ -248,7 +248,10 @@ class NflogSocket:
             except OSError:  # ENOBUFS: the kernel dropped messages; the next read goes on
                 lost += 1
                 continue
-            out.extend(parse_messages(data))
+            try:
+                out.extend(parse_messages(data))
+            except OSError:  # an error answer in the stream: counted, the watch goes on
+                lost += 1
 
     def close(self) -> None:
         try:

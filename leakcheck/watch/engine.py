@@ -78,11 +78,16 @@ class Watch:
         try:
             from leakcheck.agent.netwatch import NetlinkWatcher
             self._netwatch = NetlinkWatcher()
-        except OSError as exc:
+        except (OSError, AttributeError) as exc:  # AttributeError: no AF_NETLINK on this platform
             self.cannot.append(f"network changes are not followed ({exc}): the filter keeps today's sets")
         self.tunnel_up = tunnel.up
         self.watching = [self._describe(tunnel)]
-        self._sweep()
+        rate = getattr(self.kernel, "rate", None)
+        if rate:
+            self.cannot.append(f"at most {rate} suspect packets per second reach leakcheck (a kernel limit that "
+                               f"keeps a flood cheap): beyond it, new flows in that second are not seen")
+        if tunnel.up:  # with no tunnel up, every new flow is logged as it opens; nothing predates it yet
+            self._sweep()
 
     def _read(self):
         from leakcheck import tunnel as tunnel_mod
