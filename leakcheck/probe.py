@@ -33,9 +33,12 @@ from leakcheck.report import RECOMMENDATIONS, Effect, Finding, Severity
 from leakcheck.tunnel import Tunnel
 
 if TYPE_CHECKING:
+    from typing import Callable
+
     from leakcheck.active import Observation
     from leakcheck.active import Probe as ActivePacket
     from leakcheck.disrupt import Control
+    from leakcheck.platform.posture import PostureFacts
 
 log = logging.getLogger(__name__)
 PROBE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -73,6 +76,17 @@ class ProbeContext:
     # The live machine beyond the snapshot: tunnel counters, nudges, the cut, fresh
     # reads, the clock, the agent's tunnel history (leakcheck.disrupt.Control).
     control: "Control" = field(default_factory=_live_control)
+    # Configuration facts for the posture probes (leakcheck/platform/posture.py), read on
+    # first use and then shared: the platform backend's reader, None = this platform has none.
+    posture_reader: "Callable[[], PostureFacts] | None" = None
+
+    @functools.cached_property
+    def posture(self) -> "PostureFacts":
+        """The posture facts of this run (read once, on first use)."""
+        from leakcheck.platform.posture import PostureFacts
+        if self.posture_reader is None:
+            return PostureFacts(limits=["this platform has no posture reader yet"])
+        return self.posture_reader()
 
     def active_unavailable(self) -> str | None:
         """Why active checks will not run, or None when they will."""

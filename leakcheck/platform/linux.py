@@ -8,6 +8,7 @@ netlink dumps and /proc (leakcheck.linux), the batched RTM_GETROUTE socket
 from __future__ import annotations
 
 from leakcheck.netstate import NetState
+from leakcheck.platform.posture import PostureFacts
 from leakcheck.rtnl import RouteLookup
 
 
@@ -24,6 +25,10 @@ class LinuxBackend:
     def privileged(self) -> bool:
         from leakcheck.privileges import network_privileged
         return network_privileged()
+
+    def posture_facts(self) -> "PostureFacts":
+        from leakcheck.platform.posture import read
+        return read("/")
 
     def packets_unavailable(self) -> str | None:
         return None  # ProbeContext asks leakcheck.active.available() itself, as before

@@ -1,0 +1,174 @@
+"""Forced VPN: what if the tunnel dropped now?
+
+The egress verdict (routes, xfrm, firewall) is asked on a copy of this run's
+network state with the tunnel taken away (leakcheck/whatif.py): tunnel links
+down, their routes, rules and IPsec policies gone, the firewall unchanged.
+Nothing on the machine is touched. Internet traffic of both families (the
+configured canaries, or built-in public destinations) must then be blocked,
+by a kill switch / lockdown rule or by having no route, not sent in clear.
+The evidence names the firewall rule that blocks it or the route that would
+carry it.
+
+Two more questions, answered from configuration (posture facts) as far as
+the host shows them, "unknown" with the reason otherwise:
+- Is the firewall loaded at boot before the network? An enabled unit that
+  loads a ruleset (nftables.service, netfilter-persistent...) ordered
+  Before=network-pre.target.
+- Can an unprivileged user switch the VPN off? A NetworkManager VPN profile
+  with no `connection.permissions` and no polkit rule for NetworkManager can
+  be disconnected by any user with a local session (NetworkManager's
+  default polkit policy); a system unit (wg-quick@, openvpn-client@,
+  strongSwan) needs admin authentication to stop.
+
+Findings:
+- `posture-forced.no-lockdown` (warn; info with posture.require_lockdown =
+  false): with the tunnel gone, traffic would leave in clear.
+- `posture-forced.lockdown` (info): it would be blocked, and by what.
+- `posture-forced.lockdown-not-at-boot` (warn): the unit that loads the
+  firewall is enabled but not ordered before network-pre.target.
+- `posture-forced.user-can-disable` (warn): an unprivileged user can turn
+  the VPN off.
+
+Skipped when the firewall could not be read (without root): then "blocked"
+could not be told from "in clear".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leakcheck.errors import ProbeSkipped
+from leakcheck.oracle import Egress, Path
+from leakcheck.platform.posture import PostureFacts
+from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
+from leakcheck.report import Guidance
+from leakcheck.whatif import egress_without_tunnel
+
+FAMILY = {4: "IPv4", 6: "IPv6"}
+
+
+class PostureForcedProbe(Probe):
+    """Forced VPN: is traffic blocked, not sent in clear, if the tunnel drops now?"""
+
+    name = "posture-forced"
+    leak_class = "traffic that would leave in clear if the tunnel dropped (no kill switch / lockdown)"
+    finding_ids = ("posture-forced.no-lockdown", "posture-forced.lockdown",
+                   "posture-forced.lockdown-not-at-boot", "posture-forced.user-can-disable")
+    checks = ("forced",)
+
+    def run(self, ctx: ProbeContext) -> list[Finding]:
+        fw = ctx.state.firewall
+        if fw is None or not fw.sources:
+            why = "; ".join(fw.unreadable) if fw is not None and fw.unreadable else "not read (needs root)"
+            raise ProbeSkipped(f"the firewall could not be read ({why}): a kill switch cannot be told apart "
+                               "from traffic in clear")
+        destinations = [d for family in (4, 6) for d in ctx.destinations(family)[0]]
+        what, answers = egress_without_tunnel(ctx.state, ctx.tunnel, destinations)
+        clear = [e for e in answers if e.path is Path.CLEAR]
+        common = {"tunnel": {"state": ctx.tunnel.state, "kind": ctx.tunnel.kind,
+                             "interfaces": list(ctx.tunnel.interfaces)},
+                  "without_tunnel": what.removed, "families": _by_family(answers),
+                  "at_boot": _at_boot(ctx.posture), "user_can_disable": _user_can_disable(ctx.posture)}
+        findings = [self._lockdown_finding(ctx, clear, answers, common)]
+        boot = common["at_boot"]
+        if not clear and boot["state"] == "no":
+            findings.append(self.finding(
+                "posture-forced.lockdown-not-at-boot", Severity.MEDIUM,
+                f"The firewall that blocks traffic without the tunnel is loaded by {boot['unit']}, which is not "
+                "ordered before network-pre.target: after a reboot the network can come up before it.",
+                {"at_boot": boot}, f"Order {boot['unit']} Before=network-pre.target with Wants=network-pre.target "
+                "(a drop-in), so the lockdown is in place before any interface is configured.",
+                Guidance.FORCED, Effect.WARN))
+        user = common["user_can_disable"]
+        if user["state"] == "yes":
+            findings.append(self.finding(
+                "posture-forced.user-can-disable", Severity.MEDIUM,
+                f"An unprivileged user can switch the VPN off: {user['reason']}.", {"user_can_disable": user},
+                "Restrict the VPN profile (NetworkManager connection.permissions, or a polkit rule denying "
+                "org.freedesktop.NetworkManager.network-control to non-admin users), or run the VPN as a "
+                "system unit users cannot stop, and keep a kill switch so a disconnect blocks traffic.",
+                Guidance.FORCED, Effect.WARN))
+        return findings
+
+    def _lockdown_finding(self, ctx: ProbeContext, clear: list[Egress], answers: list[Egress],
+                          common: dict[str, Any]) -> Finding:
+        if clear:
+            first = clear[0]
+            families = sorted({FAMILY[e.destination.version] for e in clear})
+            effect = Effect.WARN if ctx.config.get("posture", "require_lockdown") else Effect.INFO
+            return self.finding(
+                "posture-forced.no-lockdown", Severity.HIGH,
+                f"If the tunnel dropped now, {' and '.join(families)} traffic would leave in clear: "
+                f"to {first.destination} {first.describe()} (route {first.route.describe() if first.route else '?'}); "
+                "nothing blocks traffic outside the tunnel.",
+                {**common, "first_clear": first.evidence()},
+                "Add a kill switch / lockdown: a firewall rule (owned by the VPN client or loaded at boot) "
+                "that drops output leaving any interface but the tunnel, except to the VPN server and the "
+                "managed exceptions; or the client's 'block connections without VPN' setting.",
+                Guidance.FORCED, effect)
+        by = sorted({_blocked_by(e) for e in answers})
+        return self.finding(
+            "posture-forced.lockdown", Severity.INFO,
+            f"If the tunnel dropped now, internet traffic of both families would be blocked ({'; '.join(by)}).",
+            common, "Keep the lockdown in place; it is what stops traffic leaking while the VPN reconnects.",
+            Guidance.FORCED, Effect.INFO)
+
+
+def _blocked_by(egress: Egress) -> str:
+    if egress.firewall is not None and egress.firewall.blocked:
+        return egress.firewall.describe()
+    if egress.xfrm_policy is not None:
+        return f"xfrm policy {egress.xfrm_policy.describe()}"
+    return egress.error or "no route"
+
+
+def _by_family(answers: list[Egress]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for family, label in FAMILY.items():
+        mine = [e for e in answers if e.destination.version == family]
+        clear = [e for e in mine if e.path is Path.CLEAR]
+        out[label] = {"result": "clear" if clear else "blocked",
+                      "destinations": [e.evidence() for e in mine]}
+    return out
+
+
+def _at_boot(facts: PostureFacts) -> dict[str, Any]:
+    """Is a firewall ruleset loaded before the network comes up (systemd ordering)?"""
+    enabled = [u for u in facts.firewall_units if u.enabled]
+    if not enabled:
+        known = ", ".join(u.name for u in facts.firewall_units) or "none installed"
+        return {"state": "unknown", "reason": "no enabled unit loads a firewall ruleset at boot "
+                f"(firewall units: {known}); the VPN client may load its own kill switch"}
+    early = [u for u in enabled if "network-pre.target" in u.before]
+    if early:
+        return {"state": "yes", "unit": early[0].name, "file": early[0].path,
+                "reason": f"{early[0].name} is enabled and ordered Before=network-pre.target"}
+    unit = enabled[0]
+    return {"state": "no", "unit": unit.name, "file": unit.path, "enabled_by": list(unit.enabled_by),
+            "before": list(unit.before), "reason": f"{unit.name} is enabled but not ordered before network-pre.target"}
+
+
+def _user_can_disable(facts: PostureFacts) -> dict[str, Any]:
+    """Can a user without admin rights turn the VPN off, as far as configuration shows?"""
+    vpn_profiles = [p for p in facts.nm_profiles if p.is_vpn]
+    if vpn_profiles and facts.polkit_nm_rules:
+        return {"state": "unknown", "profiles": [p.evidence() for p in vpn_profiles],
+                "reason": f"polkit rules for NetworkManager change who may disconnect: {facts.polkit_nm_rules}"}
+    open_profiles = [p for p in vpn_profiles if not p.permissions]
+    if open_profiles:
+        return {"state": "yes", "profiles": [p.evidence() for p in open_profiles],
+                "reason": f"NetworkManager profile '{open_profiles[0].id}' has no connection.permissions, and "
+                          "NetworkManager's default polkit policy lets any user with a local session "
+                          "disconnect it (org.freedesktop.NetworkManager.network-control)"}
+    if vpn_profiles:
+        return {"state": "yes", "profiles": [p.evidence() for p in vpn_profiles],
+                "reason": f"the users named in connection.permissions of '{vpn_profiles[0].id}' may disconnect it"}
+    units = [u for u in facts.vpn_units if u.enabled and u.name != "openvpn.service"]
+    if units:
+        return {"state": "no", "units": [u.name for u in units],
+                "reason": "the VPN runs as an enabled system unit; stopping it needs admin authentication "
+                          "(systemd's default polkit policy for manage-units)"}
+    reason = "no NetworkManager VPN profile or enabled VPN unit found"
+    if facts.limits:
+        reason += f" (not readable: {'; '.join(facts.limits[:3])})"
+    return {"state": "unknown", "reason": reason}
