@@ -189,6 +189,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "require_autoconnect": Key(True, _bool,
                                    "The VPN must start by itself (boot, network up); false = report a manual "
                                    "VPN as info only."),
+        "require_captive_helper": Key(True, _bool,
+                                      "The platform's captive-portal helper / connectivity check must be "
+                                      "present; false = report its absence as info only."),
         "captive_exception_max_prefix": Key(24, _int_within(0, 32),
                                             "An IPv4 entry of policy.allowed_direct shorter than this prefix "
                                             "length is too broad to be a captive-portal exception."),

@@ -85,7 +85,7 @@ class ProbeContext:
         """The posture facts of this run (read once, on first use)."""
         from leakcheck.platform.posture import PostureFacts
         if self.posture_reader is None:
-            return PostureFacts(limits=["this platform has no posture reader yet"])
+            return PostureFacts(limits=["leakcheck has no posture reader for this platform yet"])
         return self.posture_reader()
 
     def active_unavailable(self) -> str | None:

@@ -21,7 +21,8 @@ Findings:
 - `posture-autoconnect.openvpn-no-restart` (warn): an automatically started
   OpenVPN config without keepalive/ping-restart or persist-tun.
 
-Skipped when no VPN configuration leakcheck can read is found.
+Skipped when no VPN configuration leakcheck can read is found, and where
+leakcheck has no posture reader (Linux only so far).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class PostureAutoconnectProbe(Probe):
     checks = ("autoconnect",)
 
     def run(self, ctx: ProbeContext) -> list[Finding]:
+        if not ctx.posture.root:
+            raise ProbeSkipped("; ".join(ctx.posture.limits))
         facts = ctx.posture
         automatic, manual = _nm(facts)
         a2, m2 = _units(facts)

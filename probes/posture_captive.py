@@ -15,10 +15,13 @@ needs kept narrow. Read from configuration (posture facts), nothing run:
   not a portal exception (0.0.0.0/0 is everything).
 
 Findings:
-- `posture-captive.no-helper` (warn): no connectivity check / portal helper
-  found (or networkd, which has none).
+- `posture-captive.no-helper` (warn; info with posture.require_captive_helper
+  = false): no connectivity check / portal helper found (or networkd, which
+  has none).
 - `posture-captive.helper` (info): what detects and opens portals.
 - `posture-captive.broad-exception` (warn): an allowed_direct entry too broad.
+
+Skipped where leakcheck has no posture reader (Linux only so far).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from leakcheck.errors import ProbeSkipped
 from leakcheck.platform.posture import PostureFacts
 from leakcheck.probe import Effect, Finding, Probe, ProbeContext, Severity
 from leakcheck.report import Guidance
@@ -40,8 +44,10 @@ class PostureCaptiveProbe(Probe):
     checks = ("captive-portal",)
 
     def run(self, ctx: ProbeContext) -> list[Finding]:
+        if not ctx.posture.root:
+            raise ProbeSkipped("; ".join(ctx.posture.limits))
         facts = ctx.posture
-        findings = [self._helper(facts)]
+        findings = [self._helper(facts, ctx.config.get("posture", "require_captive_helper"))]
         limits = {4: ctx.config.get("posture", "captive_exception_max_prefix"),
                   6: ctx.config.get("posture", "captive_exception_max_prefix6")}
         broad = [net for net in ctx.allowed_direct if net.prefixlen < limits[net.version]]
@@ -57,7 +63,7 @@ class PostureCaptiveProbe(Probe):
                 Guidance.CAPTIVE_PORTAL, Effect.WARN))
         return findings
 
-    def _helper(self, facts: PostureFacts) -> Finding:
+    def _helper(self, facts: PostureFacts, required: bool) -> Finding:
         check = _nm_check(facts)
         evidence: dict[str, Any] = {"networkmanager": facts.nm_present, "connectivity_check": check,
                                     "portal_helpers": facts.portal_helpers,
@@ -82,7 +88,8 @@ class PostureCaptiveProbe(Probe):
             "posture-captive.no-helper", Severity.LOW, f"No captive-portal helper: {why}.", evidence,
             "Use NetworkManager with a connectivity check ([connectivity] uri=..., e.g. Debian's "
             "network-manager-config-connectivity-debian) and the desktop's portal helper, instead of users "
-            "turning the VPN off to reach a portal.", Guidance.CAPTIVE_PORTAL, Effect.WARN)
+            "turning the VPN off to reach a portal.", Guidance.CAPTIVE_PORTAL,
+            Effect.WARN if required else Effect.INFO)
 
 
 def _nm_check(facts: PostureFacts) -> dict[str, Any]:

@@ -30,7 +30,8 @@ Findings:
   the VPN off.
 
 Skipped when the firewall could not be read (without root): then "blocked"
-could not be told from "in clear".
+could not be told from "in clear"; and where leakcheck has no posture reader
+(Linux only so far: the what-if uses the Linux FIB model).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class PostureForcedProbe(Probe):
     checks = ("forced",)
 
     def run(self, ctx: ProbeContext) -> list[Finding]:
+        if not ctx.posture.root:
+            raise ProbeSkipped("; ".join(ctx.posture.limits))
         fw = ctx.state.firewall
         if fw is None or not fw.sources:
             why = "; ".join(fw.unreadable) if fw is not None and fw.unreadable else "not read (needs root)"

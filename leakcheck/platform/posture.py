@@ -105,6 +105,7 @@ class Setting:
 
 @dataclass
 class PostureFacts:
+    root: str = ""  # the tree read ("/"); empty: nothing was read (no reader on this platform)
     nm_present: bool = False
     nm_profiles: list[NmProfile] = field(default_factory=list)
     nm_connectivity: dict[str, str] = field(default_factory=dict)  # [connectivity] keys, merged
@@ -306,7 +307,7 @@ def read_clients(root: Path, facts: PostureFacts) -> None:
 def read(root: str | Path = "/") -> PostureFacts:
     """Everything the posture probes ask, read once from the tree at `root`."""
     base = Path(root)
-    facts = PostureFacts()
+    facts = PostureFacts(root=str(base))
     for reader in (read_nm, read_units, read_clients):
         try:
             reader(base, facts)
