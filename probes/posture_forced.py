@@ -154,18 +154,8 @@ def _at_boot(facts: PostureFacts) -> dict[str, Any]:
 def _user_can_disable(facts: PostureFacts) -> dict[str, Any]:
     """Can a user without admin rights turn the VPN off, as far as configuration shows?"""
     vpn_profiles = [p for p in facts.nm_profiles if p.is_vpn]
-    if vpn_profiles and facts.polkit_nm_rules:
-        return {"state": "unknown", "profiles": [p.evidence() for p in vpn_profiles],
-                "reason": f"polkit rules for NetworkManager change who may disconnect: {facts.polkit_nm_rules}"}
-    open_profiles = [p for p in vpn_profiles if not p.permissions]
-    if open_profiles:
-        return {"state": "yes", "profiles": [p.evidence() for p in open_profiles],
-                "reason": f"NetworkManager profile '{open_profiles[0].id}' has no connection.permissions, and "
-                          "NetworkManager's default polkit policy lets any user with a local session "
-                          "disconnect it (org.freedesktop.NetworkManager.network-control)"}
     if vpn_profiles:
-        return {"state": "yes", "profiles": [p.evidence() for p in vpn_profiles],
-                "reason": f"the users named in connection.permissions of '{vpn_profiles[0].id}' may disconnect it"}
+        return _nm_user_can_disable(facts, vpn_profiles)
     units = [u for u in facts.vpn_units if u.enabled and u.name != "openvpn.service"]
     if units:
         return {"state": "no", "units": [u.name for u in units],
@@ -175,3 +165,28 @@ def _user_can_disable(facts: PostureFacts) -> dict[str, Any]:
     if facts.limits:
         reason += f" (not readable: {'; '.join(facts.limits[:3])})"
     return {"state": "unknown", "reason": reason}
+
+
+def _nm_user_can_disable(facts: PostureFacts, vpn_profiles: list) -> dict[str, Any]:
+    """NetworkManager: deactivating a connection is the network-control action; a profile's
+    connection.permissions narrows who may use it at all."""
+    profiles = [p.evidence() for p in vpn_profiles]
+    if facts.polkit_nm_rules:
+        return {"state": "unknown", "profiles": profiles,
+                "reason": f"polkit rules may decide network-control: {', '.join(facts.polkit_nm_rules)}"}
+    control = facts.nm_network_control
+    active = control.get("allow_active")
+    if active is None:
+        return {"state": "unknown", "profiles": profiles,
+                "reason": "NetworkManager's polkit policy (network-control) could not be read"}
+    if not active.startswith("yes"):
+        return {"state": "no", "profiles": profiles, "polkit": control,
+                "reason": f"network-control needs {active} for local users ({control.get('file')})"}
+    open_profiles = [p for p in vpn_profiles if not p.permissions]
+    first = (open_profiles or vpn_profiles)[0]
+    who = ("any user with a local session" if open_profiles
+           else f"the users in its connection.permissions ({first.permissions})")
+    return {"state": "yes", "profiles": profiles, "polkit": control,
+            "reason": f"NetworkManager profile '{first.id}' "
+                      f"{'has no connection.permissions and ' if open_profiles else ''}"
+                      f"{who} may disconnect it (network-control allow_active=yes in {control.get('file')})"}

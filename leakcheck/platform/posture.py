@@ -42,6 +42,10 @@ SWANCTL = ("etc/swanctl/swanctl.conf", "etc/swanctl/conf.d", "etc/strongswan/swa
 IPSEC_CONF = ("etc/ipsec.conf", "etc/strongswan/ipsec.conf")
 OPENVPN_DIRS = ("etc/openvpn", "etc/openvpn/client", "etc/openvpn/server")
 POLKIT_RULES = ("etc/polkit-1/rules.d", "usr/share/polkit-1/rules.d")
+NM_POLICY = "usr/share/polkit-1/actions/org.freedesktop.NetworkManager.policy"
+NETWORK_CONTROL = "org.freedesktop.NetworkManager.network-control"
+# a rule that may decide network-control: names it, or matches NetworkManager's actions by prefix
+NM_RULE = re.compile(r"network-control|(indexOf|startsWith|match)\s*\(\s*[\"'/^]*org\.freedesktop\.NetworkManager")
 MAX_FILE = 256 * 1024  # configuration files, not data: anything bigger is not read
 
 
@@ -116,7 +120,9 @@ class PostureFacts:
     firewall_units: list[Unit] = field(default_factory=list)
     strongswan_auto: list[Setting] = field(default_factory=list)  # start_action / auto lines
     openvpn: dict[str, list[Setting]] = field(default_factory=dict)  # config file -> relevant lines
-    polkit_nm_rules: list[str] = field(default_factory=list)  # polkit rule files naming NetworkManager
+    polkit_nm_rules: list[str] = field(default_factory=list)  # polkit rule files that may decide network-control
+    # the shipped defaults of network-control (allow_any / allow_inactive / allow_active, and "file")
+    nm_network_control: dict[str, str] = field(default_factory=dict)
     limits: list[str] = field(default_factory=list)
 
 
@@ -299,9 +305,24 @@ def read_clients(root: Path, facts: PostureFacts) -> None:
     for rel in POLKIT_RULES:
         for path in _files(root, rel, ".rules"):
             text = _read(path, facts.limits) or ""
-            if "org.freedesktop.NetworkManager" in text:
+            if NM_RULE.search(text):
                 facts.polkit_nm_rules.append(str(path))
+    facts.nm_network_control = _polkit_defaults(root / NM_POLICY, NETWORK_CONTROL, facts.limits)
     facts.portal_helpers = [str(root / p) for p in PORTAL_HELPERS if (root / p).exists()]
+
+
+def _polkit_defaults(path: Path, action: str, limits: list[str]) -> dict[str, str]:
+    """The <defaults> of one action in a polkit policy file (found by text: the file is
+    ~170 kB of translations, a full XML parse would cost more than the rest together)."""
+    if not path.is_file():
+        return {}
+    text = _read(path, limits) or ""
+    start = text.find(f'<action id="{action}"')
+    if start < 0:
+        return {}
+    block = text[start:text.find("</action>", start)]
+    out = dict(re.findall(r"<(allow_any|allow_inactive|allow_active)>\s*([\w_]+)\s*<", block))
+    return {**out, "file": str(path)} if out else {}
 
 
 def read(root: str | Path = "/") -> PostureFacts:

@@ -162,8 +162,38 @@ ssid=home
 """
 
 
+# polkit(8) action file, the network-control entry as NetworkManager ships it (Debian 12's
+# /usr/share/polkit-1/actions/org.freedesktop.NetworkManager.policy, translations left out)
+NM_POLICY = """<?xml version="1.0" encoding="UTF-8"?>
+<policyconfig>
+  <action id="org.freedesktop.NetworkManager.enable-disable-network">
+    <defaults><allow_any>no</allow_any><allow_inactive>no</allow_inactive><allow_active>yes</allow_active></defaults>
+  </action>
+  <action id="org.freedesktop.NetworkManager.network-control">
+    <description>Allow control of network connections</description>
+    <defaults>
+      <allow_any>auth_admin</allow_any>
+      <allow_inactive>yes</allow_inactive>
+      <allow_active>{active}</allow_active>
+    </defaults>
+  </action>
+</policyconfig>
+"""
+# Debian's own rule (same package): it only touches settings.modify.system
+DEBIAN_RULE = """polkit.addRule(function(action, subject) {
+    if (action.id == "org.freedesktop.NetworkManager.settings.modify.system" &&
+        subject.local && subject.active &&
+        (subject.isInGroup ("sudo") || subject.isInGroup ("netdev"))) {
+        return polkit.Result.YES;
+    }
+});
+"""
+
+
 def nm_tree(root: Path, auto: str = "false", secondaries: str = "", perm: str = "",
-            connectivity: str | None = None) -> None:
+            connectivity: str | None = None, control: str = "yes") -> None:
+    write(root, "usr/share/polkit-1/actions/org.freedesktop.NetworkManager.policy", NM_POLICY.format(active=control))
+    write(root, "usr/share/polkit-1/rules.d/org.freedesktop.NetworkManager.rules", DEBIAN_RULE)
     write(root, "etc/NetworkManager/system-connections/corp-vpn.nmconnection", VPN_KEYFILE.format(auto=auto, perm=perm))
     write(root, "etc/NetworkManager/system-connections/home.nmconnection", WIFI_KEYFILE.format(secondaries=secondaries))
     write(root, "etc/NetworkManager/NetworkManager.conf", "[main]\nplugins=ifupdown,keyfile\n")
@@ -238,7 +268,14 @@ def test_boot_order_and_who_can_disconnect(tmp_path):
     findings = PostureForcedProbe().run(ctx)
     assert ids(findings) == ["posture-forced.lockdown", "posture-forced.user-can-disable"]
     assert findings[0].evidence["at_boot"]["state"] == "yes"
-    assert "no connection.permissions" in findings[1].summary
+    assert "no connection.permissions" in findings[1].summary and "allow_active=yes" in findings[1].summary
+    assert findings[1].evidence["user_can_disable"]["polkit"]["allow_active"] == "yes"
+
+    admin = tmp_path / "admin"
+    nm_tree(admin, control="auth_admin_keep")
+    findings = PostureForcedProbe().run(context(wg_state(firewall("nft-killswitch-verdict.json")), posture.read(admin)))
+    assert ids(findings) == ["posture-forced.lockdown"]
+    assert findings[0].evidence["user_can_disable"]["state"] == "no"
 
     late = tmp_path / "late"
     nm_tree(late, perm="permissions=user:alice;")
