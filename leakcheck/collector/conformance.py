@@ -32,8 +32,10 @@ CHUNK = 500  # report ids per IN (...) query: well under every database's parame
 
 def outcome(body: dict[str, Any], key: str) -> str:
     """'meets', 'fails' or 'unchecked' for one report and one recommendation."""
-    statuses = [p.get("status") for p in body.get("probes", ())
-                if isinstance(p, dict) and key in (p.get("checks") or ()) and p.get("status") in RAN]
+    probes = body.get("probes")
+    statuses = [p.get("status") for p in (probes if isinstance(probes, list) else ())
+                if isinstance(p, dict) and isinstance(p.get("checks"), list) and key in p["checks"]
+                and p.get("status") in RAN]
     if not statuses:
         return "unchecked"
     return "meets" if all(s == "pass" for s in statuses) else "fails"
