@@ -95,13 +95,14 @@ class PostureForcedProbe(Probe):
 
     def _lockdown_finding(self, ctx: ProbeContext, clear: list[Egress], answers: list[Egress],
                           common: dict[str, Any]) -> Finding:
+        when = "If the tunnel dropped now" if ctx.tunnel.up else f"With the tunnel {ctx.tunnel.state} (as now)"
         if clear:
             first = clear[0]
             families = sorted({FAMILY[e.destination.version] for e in clear})
             effect = Effect.WARN if ctx.config.get("posture", "require_lockdown") else Effect.INFO
             return self.finding(
                 "posture-forced.no-lockdown", Severity.HIGH,
-                f"If the tunnel dropped now, {' and '.join(families)} traffic would leave in clear: "
+                f"{when}, {' and '.join(families)} traffic would leave in clear: "
                 f"to {first.destination} {first.describe()} (route {first.route.describe() if first.route else '?'}); "
                 "nothing blocks traffic outside the tunnel.",
                 {**common, "first_clear": first.evidence()},
@@ -112,7 +113,7 @@ class PostureForcedProbe(Probe):
         by = sorted({_blocked_by(e) for e in answers})
         return self.finding(
             "posture-forced.lockdown", Severity.INFO,
-            f"If the tunnel dropped now, internet traffic of both families would be blocked ({'; '.join(by)}).",
+            f"{when}, internet traffic of both families would be blocked ({'; '.join(by)}).",
             common, "Keep the lockdown in place; it is what stops traffic leaking while the VPN reconnects.",
             Guidance.FORCED, Effect.INFO)
 
