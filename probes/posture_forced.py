@@ -25,7 +25,9 @@ Findings:
   false): with the tunnel gone, traffic would leave in clear.
 - `posture-forced.lockdown` (info): it would be blocked, and by what.
 - `posture-forced.lockdown-not-at-boot` (warn): the unit that loads the
-  firewall is enabled but not ordered before network-pre.target.
+  firewall is enabled but not ordered before network-pre.target, or (for
+  nftables.service) the table that blocks is not in /etc/nftables.conf
+  and its includes.
 - `posture-forced.user-can-disable` (warn): an unprivileged user can turn
   the VPN off.
 
@@ -71,16 +73,17 @@ class PostureForcedProbe(Probe):
         common = {"tunnel": {"state": ctx.tunnel.state, "kind": ctx.tunnel.kind,
                              "interfaces": list(ctx.tunnel.interfaces)},
                   "without_tunnel": what.removed, "families": _by_family(answers),
-                  "at_boot": _at_boot(ctx.posture), "user_can_disable": _user_can_disable(ctx.posture)}
+                  "at_boot": _at_boot(ctx.posture, _blocking_tables(answers)),
+                  "user_can_disable": _user_can_disable(ctx.posture)}
         findings = [self._lockdown_finding(ctx, clear, answers, common)]
         boot = common["at_boot"]
         if not clear and boot["state"] == "no":
             findings.append(self.finding(
                 "posture-forced.lockdown-not-at-boot", Severity.MEDIUM,
-                f"The firewall that blocks traffic without the tunnel is loaded by {boot['unit']}, which is not "
-                "ordered before network-pre.target: after a reboot the network can come up before it.",
-                {"at_boot": boot}, f"Order {boot['unit']} Before=network-pre.target with Wants=network-pre.target "
-                "(a drop-in), so the lockdown is in place before any interface is configured.",
+                f"The lockdown may be missing after a reboot: {boot['reason']}.",
+                {"at_boot": boot}, f"Put the kill switch in the ruleset {boot['unit']} loads and order the unit "
+                "Before=network-pre.target with Wants=network-pre.target, so the lockdown is in place before "
+                "any interface is configured.",
                 Guidance.FORCED, Effect.WARN))
         user = common["user_can_disable"]
         if user["state"] == "yes":
@@ -136,20 +139,46 @@ def _by_family(answers: list[Egress]) -> dict[str, Any]:
     return out
 
 
-def _at_boot(facts: PostureFacts) -> dict[str, Any]:
-    """Is a firewall ruleset loaded before the network comes up (systemd ordering)?"""
+def _blocking_tables(answers: list[Egress]) -> set[tuple[str, str]]:
+    """(source, "family table") of the firewall rules or chain policies that block."""
+    out = set()
+    for egress in answers:
+        if egress.firewall is None or not egress.firewall.blocked:
+            continue
+        for _, verdict in egress.firewall.verdicts:
+            chain = verdict.chain
+            if verdict.rule is not None:
+                out.add((verdict.rule.source, f"{verdict.rule.family} {verdict.rule.table}"))
+            elif chain is not None:
+                out.add((chain.source, f"{chain.family} {chain.table}"))
+    return out
+
+
+def _at_boot(facts: PostureFacts, blocking: set[tuple[str, str]]) -> dict[str, Any]:
+    """Is the blocking ruleset loaded before the network comes up (systemd ordering, and
+    for nftables whether the boot ruleset holds the tables that block)?"""
     enabled = [u for u in facts.firewall_units if u.enabled]
     if not enabled:
         known = ", ".join(u.name for u in facts.firewall_units) or "none installed"
         return {"state": "unknown", "reason": "no enabled unit loads a firewall ruleset at boot "
                 f"(firewall units: {known}); the VPN client may load its own kill switch"}
     early = [u for u in enabled if "network-pre.target" in u.before]
-    if early:
-        return {"state": "yes", "unit": early[0].name, "file": early[0].path,
-                "reason": f"{early[0].name} is enabled and ordered Before=network-pre.target"}
-    unit = enabled[0]
-    return {"state": "no", "unit": unit.name, "file": unit.path, "enabled_by": list(unit.enabled_by),
-            "before": list(unit.before), "reason": f"{unit.name} is enabled but not ordered before network-pre.target"}
+    if not early:
+        unit = enabled[0]
+        return {"state": "no", "unit": unit.name, "file": unit.path, "enabled_by": list(unit.enabled_by),
+                "before": list(unit.before),
+                "reason": f"{unit.name} is enabled but not ordered before network-pre.target"}
+    unit = early[0]
+    out: dict[str, Any] = {"unit": unit.name, "file": unit.path}
+    nft = {table for source, table in blocking if source == "nftables"}
+    if unit.name == "nftables.service" and nft and facts.nft_boot_tables is not None:
+        missing = sorted(nft - facts.nft_boot_tables)
+        out["boot_ruleset"] = facts.nft_boot_files
+        if missing:
+            return {**out, "state": "no", "missing_tables": missing,
+                    "reason": f"the blocking table(s) {', '.join(missing)} are not in the ruleset "
+                              f"{unit.name} loads ({facts.nft_boot_files[0]}): gone after a reboot"}
+    return {**out, "state": "yes", "reason": f"{unit.name} is enabled and ordered Before=network-pre.target"}
 
 
 def _user_can_disable(facts: PostureFacts) -> dict[str, Any]:

@@ -46,6 +46,9 @@ NM_POLICY = "usr/share/polkit-1/actions/org.freedesktop.NetworkManager.policy"
 NETWORK_CONTROL = "org.freedesktop.NetworkManager.network-control"
 # a rule that may decide network-control: names it, or matches NetworkManager's actions by prefix
 NM_RULE = re.compile(r"network-control|(indexOf|startsWith|match)\s*\(\s*[\"'/^]*org\.freedesktop\.NetworkManager")
+NFTABLES_CONF = "etc/nftables.conf"  # what nftables.service loads (Debian, Fedora: /etc/sysconfig/nftables.conf)
+NFT_TABLE = re.compile(r"^\s*(?:add\s+|create\s+)?table\s+(ip|ip6|inet|arp|bridge|netdev)\s+([\w.-]+)", re.M)
+NFT_INCLUDE = re.compile(r'^\s*include\s+"([^"]+)"', re.M)
 MAX_FILE = 256 * 1024  # configuration files, not data: anything bigger is not read
 
 
@@ -123,6 +126,9 @@ class PostureFacts:
     polkit_nm_rules: list[str] = field(default_factory=list)  # polkit rule files that may decide network-control
     # the shipped defaults of network-control (allow_any / allow_inactive / allow_active, and "file")
     nm_network_control: dict[str, str] = field(default_factory=dict)
+    # nftables tables the boot ruleset declares ("inet name"), with includes; None: no such file
+    nft_boot_tables: set[str] | None = None
+    nft_boot_files: list[str] = field(default_factory=list)
     limits: list[str] = field(default_factory=list)
 
 
@@ -308,7 +314,30 @@ def read_clients(root: Path, facts: PostureFacts) -> None:
             if NM_RULE.search(text):
                 facts.polkit_nm_rules.append(str(path))
     facts.nm_network_control = _polkit_defaults(root / NM_POLICY, NETWORK_CONTROL, facts.limits)
+    _nft_boot(root, facts)
     facts.portal_helpers = [str(root / p) for p in PORTAL_HELPERS if (root / p).exists()]
+
+
+def _nft_boot(root: Path, facts: PostureFacts) -> None:
+    """The tables of the ruleset nftables.service loads at boot, following its includes
+    (globs too, as in `include "/etc/nftables.d/*.nft"`)."""
+    main = root / NFTABLES_CONF
+    if not main.is_file():
+        return
+    tables: set[str] = set()
+    pending, seen = [main], set()
+    while pending:
+        path = pending.pop()
+        if path in seen or len(seen) > 64:
+            continue
+        seen.add(path)
+        text = _read(path, facts.limits) or ""
+        tables.update(f"{family} {name}" for family, name in NFT_TABLE.findall(text))
+        for pattern in NFT_INCLUDE.findall(text):
+            rel = pattern.lstrip("/") if pattern.startswith("/") else str(path.parent.relative_to(root) / pattern)
+            pending += sorted(root.glob(rel))
+        facts.nft_boot_files.append(str(path))
+    facts.nft_boot_tables = tables
 
 
 def _polkit_defaults(path: Path, action: str, limits: list[str]) -> dict[str, str]:

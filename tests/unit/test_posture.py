@@ -271,6 +271,21 @@ def test_boot_order_and_who_can_disconnect(tmp_path):
     assert "no connection.permissions" in findings[1].summary and "allow_active=yes" in findings[1].summary
     assert findings[1].evidence["user_can_disable"]["polkit"]["allow_active"] == "yes"
 
+    # the boot ruleset (nft(8) syntax, includes followed) must hold the table that blocks
+    write(tmp_path, "etc/nftables.conf", '#!/usr/sbin/nft -f\nflush ruleset\ninclude "/etc/nftables.d/*.nft"\n')
+    write(tmp_path, "etc/nftables.d/10-filter.nft", "table inet filter {\n  chain input { type filter hook input "
+                                                    "priority 0; }\n}\n")
+    ctx = context(wg_state(firewall("nft-killswitch-verdict.json")), posture.read(tmp_path))
+    findings = PostureForcedProbe().run(ctx)
+    assert ids(findings) == ["posture-forced.lockdown", "posture-forced.lockdown-not-at-boot",
+                             "posture-forced.user-can-disable"]
+    assert findings[1].evidence["at_boot"]["missing_tables"] == ["inet killswitch"]
+    assert "gone after a reboot" in findings[1].summary
+    write(tmp_path, "etc/nftables.d/20-killswitch.nft", "table inet killswitch {\n}\n")
+    findings = PostureForcedProbe().run(context(wg_state(firewall("nft-killswitch-verdict.json")), posture.read(tmp_path)))
+    assert findings[0].evidence["at_boot"]["state"] == "yes"
+    assert len(findings[0].evidence["at_boot"]["boot_ruleset"]) == 3
+
     admin = tmp_path / "admin"
     nm_tree(admin, control="auth_admin_keep")
     findings = PostureForcedProbe().run(context(wg_state(firewall("nft-killswitch-verdict.json")), posture.read(admin)))
