@@ -123,6 +123,14 @@ def _positive_int(key: str, value: Any) -> int:
     return value
 
 
+def _int_within(low: int, high: int) -> Validator:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"expected an integer from {low} to {high}, got {value!r}", key=key)
+        return value
+    return check
+
+
 def _url(key: str, value: Any) -> str:
     text = _string(key, value)
     if text and not re.match(r"^https?://[^\s/]+", text):
@@ -218,6 +226,20 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                "Advisory table (leakcheck.advisories/1 JSON) to check installed VPN clients "
                                "against; empty = the newest of the table shipped with leakcheck and the copy "
                                "fetched from the collector."),
+        "require_lockdown": Key(True, _bool,
+                                "Traffic must be blocked, not sent in clear, if the tunnel drops (kill switch / "
+                                "lockdown); false = report a missing one as info only."),
+        "require_autoconnect": Key(True, _bool,
+                                   "The VPN must start by itself (boot, network up); false = report a manual "
+                                   "VPN as info only."),
+        "require_captive_helper": Key(True, _bool,
+                                      "The platform's captive-portal helper / connectivity check must be "
+                                      "present; false = report its absence as info only."),
+        "captive_exception_max_prefix": Key(24, _int_within(0, 32),
+                                            "An IPv4 entry of policy.allowed_direct shorter than this prefix "
+                                            "length is too broad to be a captive-portal exception."),
+        "captive_exception_max_prefix6": Key(48, _int_within(0, 128),
+                                             "The same bound for IPv6 entries of policy.allowed_direct."),
     },
     "collector": {
         "url": Key("", _url, "Collector base URL; empty = do not upload."),

@@ -1,4 +1,4 @@
-"""`leakcheck fleet summary|devices|findings|export`: fleet reports for
+"""`leakcheck fleet summary|devices|findings|export|conformance`: fleet reports for
 security teams, pulled from the collector with a read-only analyst token."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, text in (("summary", "devices per verdict, finding, OS; trend; slowest reconnects"),
                        ("devices", "every device and its latest state"),
                        ("findings", "findings by probe, finding id, device and time range"),
-                       ("export", "every report in a time range (CSV or JSON lines)")):
+                       ("export", "every report in a time range (CSV or JSON lines)"),
+                       ("conformance", "devices meeting each NCSC recommendation, and the daily trend")):
         view = views.add_parser(name, help=text)
         view.add_argument("--collector", metavar="URL", required=True)
         view.add_argument("--token-file", metavar="FILE", required=True, help="analyst token")
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             view.add_argument("--finding-id")
             view.add_argument("--device")
             view.add_argument("--limit", type=int, default=500)
-        if name == "summary":
+        if name in ("summary", "conformance"):
             view.add_argument("--days", type=int, default=30)
         view.set_defaults(func=execute)
 
@@ -53,6 +54,8 @@ def execute(args: argparse.Namespace) -> int:
         out.write(json.dumps(data, indent=2) + "\n")
     elif args.view == "summary":
         out.write(render_summary(data) if args.format == "table" else _csv(_summary_rows(data)))
+    elif args.view == "conformance":
+        out.write(render_conformance(data) if args.format == "table" else _csv(_conformance_rows(data)))
     else:
         rows = [_flatten(r) for r in data]
         out.write(_table(rows, COLUMNS[args.view]) if args.format == "table" else _csv(rows))
@@ -79,6 +82,7 @@ def _fetch(args: argparse.Namespace) -> Any:
     path, params = {
         "summary": ("/fleet/summary", {"days": getattr(args, "days", 30)}),
         "devices": ("/devices", {}),
+        "conformance": ("/conformance", {"days": getattr(args, "days", 30)}),
         "findings": ("/findings", {"probe": getattr(args, "probe", None),
                                    "finding_id": getattr(args, "finding_id", None),
                                    "device_id": getattr(args, "device", None),
@@ -167,3 +171,24 @@ def render_summary(s: dict[str, Any]) -> str:
              "Slowest reconnects:",
              _table(s["slowest_reconnects"], ("hostname", "device_id", "reconnect_s"))]
     return "\n".join(parts)
+
+
+def _conformance_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"day": "latest", "recommendation": r["key"], "devices": r["devices"], "checked": r["checked"],
+             "meets": r["meets"], "fails": r["fails"]} for r in data["recommendations"]]
+    rows += [{"day": d["day"], "recommendation": k, **v} for d in data["trend"]
+             for k, v in d["recommendations"].items()]
+    return rows
+
+
+def render_conformance(data: dict[str, Any]) -> str:
+    """The conformance table (latest report per device), then the share meeting each one per day."""
+    table = [{"recommendation": r["key"], "checked": r["checked"], "meets": r["meets"], "fails": r["fails"],
+              "not_checked": r["devices"] - r["checked"]} for r in data["recommendations"]]
+    keys = [r["key"] for r in data["recommendations"]]
+    trend = [{"day": d["day"], **{k: (f"{d['recommendations'][k]['meets']}/{d['recommendations'][k]['checked']}"
+                                     if d["recommendations"][k]["checked"] else "-") for k in keys}}
+             for d in data["trend"]]
+    return "\n".join([f"NCSC conformance: {data['devices']} devices, by their latest report", "",
+                      _table(table, ("recommendation", "checked", "meets", "fails", "not_checked")),
+                      "Per day (devices meeting / checked):", _table(trend, ("day", *keys))])

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from leakcheck.netstate import NetState
+from leakcheck.platform.posture import PostureFacts
 from leakcheck.rtnl import RouteLookup
 from leakcheck.watch.model import WatchSets
 
@@ -30,6 +31,10 @@ class LinuxBackend:
     def privileged(self) -> bool:
         from leakcheck.privileges import network_privileged
         return network_privileged()
+
+    def posture_facts(self) -> "PostureFacts":
+        from leakcheck.platform.posture import read
+        return read("/")
 
     def packets_unavailable(self) -> str | None:
         return None  # ProbeContext asks leakcheck.active.available() itself, as before

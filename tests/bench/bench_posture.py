@@ -1,5 +1,5 @@
-"""Benchmark: what the posture probes (posture-auth, posture-crypto,
-posture-updates) add to a passive `leakcheck run` in the lab.
+"""Benchmark: what the posture probes (every `posture-*` probe) add to a
+passive `leakcheck run` in the lab.
 
 Builds the lab with a real client (default: the `openvpn` style, whose
 client writes the log posture-crypto reads), then per round, right after
@@ -30,7 +30,13 @@ from tests.lab import linux  # noqa: E402
 from tests.lab import openvpn, strongswan  # noqa: E402,F401 - register the client styles
 from tests.lab.topology import Lab, to_toml  # noqa: E402
 
-POSTURE = ("posture-auth", "posture-crypto", "posture-updates")
+def posture_probes() -> tuple[str, ...]:
+    """Every posture probe the registry knows (forced, autoconnect, captive, auth, crypto, updates)."""
+    from leakcheck.registry import discover
+    return tuple(name for name in discover() if name.startswith("posture-"))
+
+
+POSTURE = posture_probes()
 
 
 def probe_args(names: list[str]) -> list[str]:
