@@ -1,4 +1,4 @@
-"""`leakcheck collector serve|token|migrate`: run and administer the collector."""
+"""`leakcheck collector serve|token|migrate|alerts`: run and administer the collector."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="agents' interval in seconds; stale after twice this")
     serve.add_argument("--daily-bytes", type=int, default=16 << 20,
                        help="per-device storage budget: report bytes stored per UTC day")
+    from leakcheck.collector.alerts import cli as alerts_cli
+    alerts_cli.add_serve_options(serve)
 
     serve.set_defaults(func=_serve)
 
@@ -60,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _db_arg(migrate)
     migrate.set_defaults(func=_migrate)
 
+    alerts_cli.register(actions, _db_arg)
+    actions.choices["alerts"].set_defaults(func=_alerts)
+
 
 def _db_arg(parser: argparse.ArgumentParser, outer: bool = False) -> None:
     # argparse lets a subcommand's defaults overwrite what its parent parsed,
@@ -79,6 +84,7 @@ def _settings(args: argparse.Namespace, **extra):  # type: ignore[no-untyped-def
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from leakcheck.collector.alerts.cli import alerts_settings
     from leakcheck.collector.server import serve
     from leakcheck.collector.settings import read_secret
 
@@ -89,7 +95,8 @@ def _serve(args: argparse.Namespace) -> int:
                          if args.enroll_secret_file else "",
                          max_body_bytes=args.max_body, rate_limit=args.rate_limit,
                          rate_window_s=args.rate_window, device_interval_s=args.device_interval,
-                         device_daily_bytes=args.daily_bytes, secure_cookies=bool(args.tls_cert))
+                         device_daily_bytes=args.daily_bytes, secure_cookies=bool(args.tls_cert),
+                         alerts=alerts_settings(args))
     serve(settings, args.listen, args.port, args.workers, args.tls_cert, args.tls_key)
     return 0
 
@@ -132,6 +139,11 @@ def _token(args: argparse.Namespace) -> int:
         count = store.revoke_tokens(token_id=args.id, label=args.label)
     print(f"revoked {count} token(s)" if count else "no such active token", file=sys.stderr)
     return 0 if count else 1
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from leakcheck.collector.alerts.cli import run
+    return run(args, _store(args).engine)
 
 
 def _migrate(args: argparse.Namespace) -> int:
