@@ -101,6 +101,8 @@ def parse(data: dict[str, Any]) -> AlertConfig:
             raise ConfigError("must be a table with `path`", key="alerts.jsonl")
         _known(table, _JSONL, "alerts.jsonl")
         jsonl = JsonLines(_text(table.get("path"), "alerts.jsonl.path"))
+        if "\0" in jsonl.path:
+            raise ConfigError("not a file name", key="alerts.jsonl.path")
     names = [s.sink for s in (*webhooks, *syslogs)]
     if len(set(names)) != len(names):
         raise ConfigError("two sinks share a name", key="alerts")
@@ -124,10 +126,16 @@ def _webhook(data: Any, n: int) -> Webhook:
         raise ConfigError("must be a table", key=key)
     _known(data, _WEBHOOK, key)
     url = _text(data.get("url"), key + ".url")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        raise ConfigError(f"{url!r}: {exc}", key=key + ".url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{url!r} is not an http(s) URL", key=key + ".url")
     secret_file = _text(data.get("secret_file"), key + ".secret_file")
+    if "\0" in secret_file:
+        raise ConfigError("not a file name", key=key + ".secret_file")
     return Webhook(name=str(data.get("name") or parts.hostname), url=url,
                    secret=read_secret(secret_file, minimum=16, what="webhook secret"),
                    timeout_s=_number(data.get("timeout", 5.0), key + ".timeout", 0.5, 120))
@@ -139,8 +147,8 @@ def _syslog(data: Any, n: int) -> Syslog:
         raise ConfigError("must be a table", key=key)
     _known(data, _SYSLOG, key)
     address = _text(data.get("address"), key + ".address")
-    parts = urlsplit(address)
     try:
+        parts = urlsplit(address)
         port = parts.port or 514
     except ValueError:
         raise ConfigError(f"{address!r}: bad port", key=key + ".address") from None
