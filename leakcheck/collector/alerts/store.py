@@ -110,8 +110,11 @@ class AlertStore:
             devices.c.last_verdict, devices.c.last_started_at, devices.c.reconnect_s, devices.c.last_seen,
             alert_state.c.report_id, alert_state.c.leaking, alert_state.c.stale, alert_state.c.slow)
             .select_from(devices.outerjoin(alert_state, alert_state.c.device_id == devices.c.device_id))
-            .where(devices.c.last_seen > cursor - OVERLAP_S)).all()
-        seen = max((r.last_seen for r in rows), default=cursor)
+            .where(devices.c.last_seen > cursor - OVERLAP_S,
+                   # In SQL, not Python: the overlap re-reads many devices already examined.
+                   or_(alert_state.c.device_id.is_(None), alert_state.c.stale == 1,
+                       alert_state.c.report_id.is_distinct_from(devices.c.last_report_id)))).all()
+        seen = conn.execute(select(func.max(devices.c.last_seen))).scalar() or cursor
         work = []
         for r in rows:
             device = ev.Device(r.device_id, r.hostname, r.os, r.last_report_id, r.last_verdict,
