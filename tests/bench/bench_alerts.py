@@ -40,9 +40,12 @@ def fill(engine, count: int) -> list[str]:  # type: ignore[no-untyped-def]
         for start in range(0, count, 5000):
             conn.execute(devices.insert(), [dict(
                 device_id=d, hostname=d, os="linux", os_version="12", instance="i" * 20, enrolled_at=now,
-                # Reported 10 minutes ago: not stale, and outside the poll's overlap window.
-                last_seen=now - 600, last_report_id=str(uuid.uuid4()), last_started_at=now - 600, last_verdict="pass",
-                rl_window=0, rl_count=0, budget_day=0, budget_bytes=0) for d in ids[start:start + 5000]])
+                # Reports spread over the last 15 minutes, as a fleet on a 15-minute interval:
+                # the poll's 30 s overlap window holds 1/30 of them.
+                last_seen=now - 900 + 900 * n / count, last_report_id=str(uuid.uuid4()),
+                last_started_at=now - 900 + 900 * n / count, last_verdict="pass",
+                rl_window=0, rl_count=0, budget_day=0, budget_bytes=0)
+                for n, d in enumerate(ids[start:start + 5000], start)])
     return ids
 
 
