@@ -167,3 +167,35 @@ def test_the_settings_file_and_serve_options(tmp_path: Path) -> None:
     conf.write_text("[alert]\n")
     with pytest.raises(ConfigError, match="alert: unknown key"):
         alerts_settings(build_parser("collector").parse_args(["collector", "serve", "--config", str(conf)]))
+
+
+def test_state_changes_per_device() -> None:
+    """The diff alone: new leak ids fire, repeats do not, gone ids resolve, an
+    unknown document (not stored) never resolves, reconnect re-arms below the bound."""
+    bounds = ev.Bounds(reconnect_s=10, stale_after_s=1800)
+    at = 1_800_000_000.0
+
+    def device(rid: str, verdict: str, reconnect: float | None = None) -> ev.Device:
+        return ev.Device("d", "h", "linux", rid, verdict, at - 5, reconnect)
+
+    def doc(*ids: str) -> dict[str, Any]:
+        return {"probes": [{"probe": "dns", "status": "leak", "findings": [
+            {"id": i, "severity": "high", "summary": i} for i in ids] + [
+            {"id": "dns.note", "severity": "info", "summary": "note"}]}]}
+
+    made, state = ev.changes(device("r1", "leak"), None, doc("dns.a"), bounds, at)
+    assert [(e["type"], e["details"]["finding_ids"]) for e in made] == [("device-starts-leaking", ["dns.a"])]
+    made, state = ev.changes(device("r2", "leak"), state, doc("dns.a", "dns.b"), bounds, at)
+    assert [(e["type"], e["details"]["finding_ids"]) for e in made] == [("device-starts-leaking", ["dns.b"])]
+    made, state = ev.changes(device("r3", "leak"), state, None, bounds, at)  # document not stored
+    assert made == [] and state.leaking == ["dns.a", "dns.b"] and state.report_id == "r3"
+    made, same = ev.changes(device("r3", "leak"), state, doc(), bounds, at)  # same report again
+    assert made == []
+    made, state = ev.changes(device("r4", "pass", reconnect=12), state, None, bounds, at)
+    assert sorted((e["type"], e["details"].get("finding_ids")) for e in made) == [
+        ("leak-resolved", ["dns.a", "dns.b"]), ("reconnect-slower-than-bound", None)]
+    made, state = ev.changes(device("r5", "pass", reconnect=15), state, None, bounds, at)
+    assert made == []  # still slow: already notified
+    made, state = ev.changes(device("r6", "pass", reconnect=3), state, None, bounds, at)
+    made, state = ev.changes(device("r7", "pass", reconnect=30), state, None, bounds, at)
+    assert [e["type"] for e in made] == ["reconnect-slower-than-bound"]

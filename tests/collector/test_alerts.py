@@ -254,7 +254,7 @@ def test_syslog_rfc5424_and_cef_on_a_real_udp_socket_and_json_lines(db, tmp_path
     assert [e["id"] for e in jsonl] == [json.loads(p["msg"])["id"] for p in parsed]
 
 
-def test_stale_slow_reconnect_and_clone_attempt_events(db, tmp_path):
+def test_stale_slow_reconnect_and_clone_attempt_events(db, tmp_path, capsys):
     from leakcheck.collector.alerts.dispatcher import Dispatcher
     from leakcheck.collector.alerts.store import STALE_CHECK_S
 
@@ -298,6 +298,14 @@ def test_stale_slow_reconnect_and_clone_attempt_events(db, tmp_path):
         dispatcher.step()
         assert dispatcher.store.tick(dispatcher.holder, 30, dispatcher.bounds, [], now=time.time() + STALE_CHECK_S
                                      + 200) == 2  # both devices stale 200 s from now
+        # The administrator's view from the command line, straight from the database.
+        from leakcheck.cli import main
+        capsys.readouterr()
+        assert main(["collector", "alerts", "--db", db, "events", "--json"]) == 0
+        listed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert [e["type"] for e in listed][:3] == [e["type"] for e in map(json.loads, lines.read_text().splitlines())][:3]
+        assert main(["collector", "alerts", "--db", db, "log"]) == 0
+        assert "jsonl" in capsys.readouterr().out  # the JSON-lines deliveries are logged like any sink's
         # A second replica's dispatcher does not dispatch while the lease is held.
         other = Dispatcher(app.state.store.engine, config, device_interval_s=60)
         assert other.step() is None

@@ -107,20 +107,13 @@ def changes(device: Device, before: Notified | None, report: dict[str, Any] | No
         after.stale = False  # it reports again: a later silence is news again
     if device.report_id == before.report_id:
         return events, after
-    found = leak_findings(report) if device.verdict == "leak" else []
-    now_ids = sorted({f["id"] for _, f in found})
-    new = [fid for fid in now_ids if fid not in before.leaking]
-    gone = [fid for fid in before.leaking if fid not in now_ids]
-    base = {"report_id": device.report_id,
-            "report_started_at": iso(device.started_at) if device.started_at is not None else None}
-    if new:
-        events.append(_started(device, found, new, now_ids, base, at))
-    if gone:
-        events.append(make(LEAK_RESOLVED, at, device.envelope(), "info",
-                           f"{device.hostname} no longer leaks: {', '.join(gone)}",
-                           {**base, "finding_ids": gone, "leaking": now_ids},
-                           ocsf_block=[_closed(device, fid, at) for fid in gone]))
-    after.leaking = now_ids
+    if device.verdict == "leak" and report is None:
+        # A leaking report whose document is not stored (say, kept only as a
+        # heartbeat of unchanged findings): its findings are unknown, so the
+        # leak notified stays as it is; never a false "resolved".
+        pass
+    else:
+        events += _leak_changes(device, before, report, after, at)
     if device.reconnect_s is not None:
         slow = device.reconnect_s > bounds.reconnect_s
         if slow and not before.slow:
@@ -131,6 +124,26 @@ def changes(device: Device, before: Notified | None, report: dict[str, Any] | No
                                 "bound_s": bounds.reconnect_s}))
         after.slow = slow
     return events, after
+
+
+def _leak_changes(device: Device, before: Notified, report: dict[str, Any] | None, after: Notified,
+                  at: float) -> list[dict[str, Any]]:
+    found = leak_findings(report) if device.verdict == "leak" else []
+    now_ids = sorted({f["id"] for _, f in found})
+    new = [fid for fid in now_ids if fid not in before.leaking]
+    gone = [fid for fid in before.leaking if fid not in now_ids]
+    base = {"report_id": device.report_id,
+            "report_started_at": iso(device.started_at) if device.started_at is not None else None}
+    out = []
+    if new:
+        out.append(_started(device, found, new, now_ids, base, at))
+    if gone:
+        out.append(make(LEAK_RESOLVED, at, device.envelope(), "info",
+                        f"{device.hostname} no longer leaks: {', '.join(gone)}",
+                        {**base, "finding_ids": gone, "leaking": now_ids},
+                        ocsf_block=[_closed(device, fid, at) for fid in gone]))
+    after.leaking = now_ids
+    return out
 
 
 def _started(device: Device, found: list[tuple[dict[str, Any], dict[str, Any]]], new: list[str],
