@@ -201,3 +201,47 @@ def _cef_extension(text: str) -> dict[str, str]:
     if len(out) != text.count("=") - text.count("\\="):
         raise ValueError(f"unescaped '=' in CEF extension ({rebuilt})")
     return out
+
+
+class TcpSyslogReceiver:
+    """A TCP syslog server (RFC 6587 octet counting): each frame is `LEN SP MSG`."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.frames: list[bytes] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+            self.frames += split_octet_counted(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def split_octet_counted(data: bytes) -> list[bytes]:
+    """RFC 6587 3.4.1: MSG-LEN (NONZERO-DIGIT *DIGIT) SP SYSLOG-MSG, strictly."""
+    frames = []
+    while data:
+        match = re.match(rb"([1-9][0-9]*) ", data)
+        if not match:
+            raise ValueError(f"bad frame header: {data[:20]!r}")
+        length = int(match[1])
+        body = data[match.end():match.end() + length]
+        if len(body) != length:
+            raise ValueError("truncated frame")
+        frames.append(body)
+        data = data[match.end() + length:]
+    return frames

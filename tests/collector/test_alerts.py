@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from leakcheck.collector.alerts import formats
-from tests.collector.alert_receivers import (UdpReceiver, WebhookReceiver, parse_cef, parse_rfc5424,
-                                             wait_for)
+from tests.collector.alert_receivers import (TcpSyslogReceiver, UdpReceiver, WebhookReceiver, parse_cef,
+                                             parse_rfc5424, wait_for)
 from tests.collector.conftest import SECRET, analyst, auth, enroll, leak_finding, make_report
 
 HOOK_SECRET = "webhook-secret-0123456789abcdef"
@@ -252,6 +252,22 @@ def test_syslog_rfc5424_and_cef_on_a_real_udp_socket_and_json_lines(db, tmp_path
     jsonl = [json.loads(x) for x in lines.read_text().splitlines()]
     assert [e["type"] for e in jsonl] == ["device-starts-leaking", "leak-resolved"]
     assert [e["id"] for e in jsonl] == [json.loads(p["msg"])["id"] for p in parsed]
+
+
+def test_syslog_over_tcp_is_octet_counted_rfc5424(db):
+    server = TcpSyslogReceiver()
+    app = make_app(db, fast(syslog={"address": f"tcp://127.0.0.1:{server.port}", "format": "cef"}))
+    try:
+        with TestClient(app) as client:
+            tokens = {d: enroll(client, d, f"host-{d}", instance=f"instance-{d}-aaaaaaaa") for d in ("a", "b")}
+            for d, token in tokens.items():
+                assert client.post("/api/v1/reports", json=report(d, leak=True), headers=auth(token)).status_code == 201
+            wait_for(lambda: len(server.frames) >= 2, 10.0, "two syslog frames over TCP")
+    finally:
+        server.close()
+    parsed = [parse_rfc5424(f) for f in server.frames]
+    assert sorted(parse_cef(p["msg"])["ext"]["deviceExternalId"] for p in parsed) == ["a", "b"]
+    assert {p["msgid"] for p in parsed} == {"device-starts-leaking"}
 
 
 def test_stale_slow_reconnect_and_clone_attempt_events(db, tmp_path, capsys):
