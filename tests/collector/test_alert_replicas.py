@@ -6,6 +6,8 @@ processes, a settings file and options, delivers a signed webhook."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -89,6 +91,15 @@ def test_collector_serve_with_workers_settings_file_and_options(db, tmp_path: Pa
         log = requests.get(collector.url + "/api/v1/alerts/deliveries", headers=auth(collector.analyst_token()),
                            timeout=10).json()
         assert sorted(d["sink"] for d in log["deliveries"]) == ["jsonl", "webhook:soc"]
+        # The same leak in the OCSF export, from the command line.
+        token_file = tmp_path / "analyst.token"
+        token_file.write_text(collector.analyst_token())
+        out = subprocess.run([sys.executable, "-m", "leakcheck", "fleet", "export", "--collector", collector.url,
+                              "--token-file", str(token_file), "--format", "ocsf"],
+                             check=True, capture_output=True, text=True, timeout=60).stdout
+        [finding] = [json.loads(x) for x in out.splitlines()]
+        assert (finding["class_name"], finding["finding_info"]["types"], finding["device"]["uid"]) == (
+            "Detection Finding", ["dns.resolver-outside-tunnel"], "dev-1")
     finally:
         collector.stop()
         receiver.stop()

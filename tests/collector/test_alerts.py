@@ -327,6 +327,18 @@ def test_stale_slow_reconnect_and_clone_attempt_events(db, tmp_path, capsys):
         assert other.step() is None
         assert other.store.tick(other.holder, 30, other.bounds, [], now=time.time() + 10_000) == 0  # expired: it takes over
         assert dispatcher.step() is None
+
+        # Old delivered events go; one a sink still owes stays, however old.
+        from leakcheck.collector.alerts import events as ev
+        store = dispatcher.store
+        owed = ev.make("device-stale", time.time(), {"id": "dev-old", "hostname": "old-laptop", "os": "linux"},
+                       "medium", "owed", {"n": 1})
+        with store._writer.begin() as conn:
+            store._write_events(conn, [owed], ["webhook:gone"], time.time())
+        total = len(store.events(0, 1000))
+        assert store.prune(0.0, now=time.time() + 20_000) == total - 1  # (some ticks above ran in the future)
+        assert [e["id"] for e in store.events(0, 1000)] == [owed["id"]]
+        assert store.backlog() == {"webhook:gone": 1} and store.deliveries() == []
     app.state.store.engine.dispose()
 
 

@@ -24,7 +24,7 @@ FACILITIES = {"kern": 0, "user": 1, "daemon": 3, "auth": 4, "syslog": 5, "authpr
               **{f"local{n}": 16 + n for n in range(8)}}
 
 _TOP = {"enabled", "batch_interval", "poll_interval", "stale_intervals", "reconnect_bound", "retry_max",
-        "max_batch", "lease_ttl", "webhook", "jsonl", "syslog"}
+        "max_batch", "lease_ttl", "keep_days", "webhook", "jsonl", "syslog"}
 _WEBHOOK = {"name", "url", "secret_file", "timeout"}
 _JSONL = {"path"}
 _SYSLOG = {"name", "address", "format", "facility", "hostname"}
@@ -80,6 +80,8 @@ class AlertConfig:
     retry_max_s: float = 300.0
     max_batch: int = 500
     lease_ttl_s: float = 30.0
+    # Delivered events and delivery-log rows older than this are deleted (hourly).
+    keep_days: float = 90.0
     webhooks: tuple[Webhook, ...] = ()
     jsonl: JsonLines | None = None
     syslogs: tuple[Syslog, ...] = ()
@@ -116,6 +118,7 @@ def parse(data: dict[str, Any]) -> AlertConfig:
         retry_max_s=_number(data.get("retry_max", 300.0), "alerts.retry_max", 1, 86400),
         max_batch=int(_number(data.get("max_batch", 500), "alerts.max_batch", 1, 10000)),
         lease_ttl_s=_number(data.get("lease_ttl", 30.0), "alerts.lease_ttl", 2, 3600),
+        keep_days=_number(data.get("keep_days", 90.0), "alerts.keep_days", 1, 36500),
         webhooks=webhooks, jsonl=jsonl, syslogs=syslogs)
     return config
 

@@ -42,6 +42,7 @@ class Dispatcher:
         # Unique per process: several workers of one replica each compete for the lease.
         self.holder = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._next_flush = {s.sink: 0.0 for s in self.senders}
+        self._next_prune = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -78,6 +79,9 @@ class Dispatcher:
         for snd in self.senders:
             if now >= self._next_flush[snd.sink]:
                 self._flush(snd)
+        if now >= self._next_prune:
+            self._next_prune = now + 3600
+            self.store.prune(self.config.keep_days * 86400)
         return made
 
     def _flush(self, snd: Sender) -> None:

@@ -244,6 +244,16 @@ class AlertStore:
             attempt=max(d.attempts for d in batch) + 1, ok=int(ok), status=status, error=error,
             duration_ms=int((time.time() - started) * 1000)))
 
+    def prune(self, keep_s: float, now: float | None = None) -> int:
+        """Delete delivery-log rows and events older than `keep_s`; an event
+        some sink has not received yet stays, however old."""
+        cut = (time.time() if now is None else now) - keep_s
+        with self._writer.begin() as conn:
+            conn.execute(delete(alert_deliveries).where(alert_deliveries.c.attempted_at < cut))
+            result = conn.execute(delete(alert_events).where(
+                alert_events.c.at < cut, alert_events.c.seq.not_in(select(alert_outbox.c.seq))))
+            return int(result.rowcount or 0)
+
     # -- reading -------------------------------------------------------------------
 
     def events(self, after: int = 0, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
