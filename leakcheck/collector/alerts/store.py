@@ -64,6 +64,9 @@ class AlertStore:
         """One detection round in one transaction; None if another replica holds the lease.
         Returns the number of events written."""
         now = time.time() if now is None else now
+        quiet = self._quiet(holder, ttl_s, now)
+        if quiet is not None:
+            return None if quiet == "follower" else 0
         with self._writer.begin() as conn:
             if not self._take_lease(conn, holder, now, ttl_s):
                 return None
@@ -80,6 +83,32 @@ class AlertStore:
                 seen_cursor=max(lease.seen_cursor, seen), clone_cursor=max(lease.clone_cursor, clone_cursor),
                 stale_checked_at=stale_checked))
         return len(new_events)
+
+    def _quiet(self, holder: str, ttl_s: float, now: float) -> str | None:
+        """Decide without a write transaction when there is nothing to do: another
+        replica holds the lease ("follower"), or this one holds it for a while
+        yet and nothing changed ("idle"). On SQLite every write transaction
+        takes the one write lock that ingest needs, so idle polls stay reads."""
+        with self.engine.connect() as conn:
+            lease = conn.execute(select(alert_lease).where(alert_lease.c.id == 1)).one()
+            if lease.holder != holder and lease.expires_at >= now:
+                return "follower"
+            if lease.holder != holder or lease.expires_at - now < ttl_s / 2 or now - lease.stale_checked_at >= STALE_CHECK_S:
+                return None
+            changed = conn.execute(select(devices.c.device_id).select_from(
+                devices.outerjoin(alert_state, alert_state.c.device_id == devices.c.device_id))
+                .where(*self._changed(lease.seen_cursor)).limit(1)).first()
+            cloned = conn.execute(select(clone_events.c.id).where(clone_events.c.id > lease.clone_cursor)
+                                  .limit(1)).first()
+        return None if changed or cloned else "idle"
+
+    @staticmethod
+    def _changed(cursor: float) -> list[Any]:
+        """Devices seen since the cursor (minus the overlap) whose latest report was not examined."""
+        return [devices.c.last_seen > cursor - OVERLAP_S,
+                # In SQL, not Python: the overlap re-reads many devices already examined.
+                or_(alert_state.c.device_id.is_(None), alert_state.c.stale == 1,
+                    alert_state.c.report_id.is_distinct_from(devices.c.last_report_id))]
 
     def _take_lease(self, conn: Connection, holder: str, now: float, ttl_s: float) -> bool:
         # On PostgreSQL this UPDATE locks the lease row until COMMIT: a second
@@ -110,10 +139,7 @@ class AlertStore:
             devices.c.last_verdict, devices.c.last_started_at, devices.c.reconnect_s, devices.c.last_seen,
             alert_state.c.report_id, alert_state.c.leaking, alert_state.c.stale, alert_state.c.slow)
             .select_from(devices.outerjoin(alert_state, alert_state.c.device_id == devices.c.device_id))
-            .where(devices.c.last_seen > cursor - OVERLAP_S,
-                   # In SQL, not Python: the overlap re-reads many devices already examined.
-                   or_(alert_state.c.device_id.is_(None), alert_state.c.stale == 1,
-                       alert_state.c.report_id.is_distinct_from(devices.c.last_report_id)))).all()
+            .where(*self._changed(cursor))).all()
         seen = conn.execute(select(func.max(devices.c.last_seen))).scalar() or cursor
         work = []
         for r in rows:
