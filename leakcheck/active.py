@@ -318,10 +318,17 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+# Without canaries.dns_zone the unique name goes under a top-level label that is not
+# delegated. Not under a special-use name (RFC 6761): systemd-resolved answers
+# `.invalid` and `.alt` itself and unbound serves `.test`/`.invalid` as local zones, so
+# the query would never leave the machine and a DNS leak would go unseen.
+DEFAULT_DNS_ZONE = "leakcheck-probe"
+
+
 def unique_name(zone: str) -> tuple[str, str]:
     """(nonce, name): a name nobody has asked before, under `zone` if set."""
     nonce = secrets.token_hex(8)
-    return nonce, f"lc-{nonce}.{zone or 'leakcheck-probe.invalid'}"
+    return nonce, f"lc-{nonce}.{zone or DEFAULT_DNS_ZONE}"
 
 
 FIREWALL_ERRORS = ("PermissionError", "Operation not permitted", "Permission denied")

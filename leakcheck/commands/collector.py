@@ -31,9 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="agents' interval in seconds; stale after twice this")
     serve.add_argument("--daily-bytes", type=int, default=16 << 20,
                        help="per-device storage budget: report bytes stored per UTC day")
+    serve.add_argument("--advisories-file", metavar="FILE", default="",
+                       help="VPN client advisory table (leakcheck.advisories/1 JSON) served to agents")
     from leakcheck.collector.alerts import cli as alerts_cli
     alerts_cli.add_serve_options(serve)
-
     serve.set_defaults(func=_serve)
 
     token = actions.add_parser("token", help="list, create or revoke tokens")
@@ -96,6 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
                          max_body_bytes=args.max_body, rate_limit=args.rate_limit,
                          rate_window_s=args.rate_window, device_interval_s=args.device_interval,
                          device_daily_bytes=args.daily_bytes, secure_cookies=bool(args.tls_cert),
+                         advisories_file=str(Path(args.advisories_file).absolute()) if args.advisories_file else "",
                          alerts=alerts_settings(args))
     serve(settings, args.listen, args.port, args.workers, args.tls_cert, args.tls_key)
     return 0

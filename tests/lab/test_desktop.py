@@ -33,12 +33,12 @@ import pytest
 from tests.lab import CANARY_V4, LAB_CONFIG, LAN_ROUTER, VPN_SERVER
 from tests.lab.desktop import (CORP_RESOLVER, OPENVPN_PORT, WIFI, DesktopLab, poll, vpn_profile,
                                wifi_profile)
-from tests.lab.topology import merge_config, to_toml
+from tests.lab.topology import to_toml
 
 EXIT = {"pass": 0, "warn": 0, "leak": 1, "error": 3}
-# A zone resolved forwards: it answers names under .invalid (the built-in default)
-# itself, so the dns probe's unique-name lookup would never leave the machine.
-CONFIG = to_toml(merge_config(LAB_CONFIG, {"canaries": {"dns_zone": "lab.example"}}))
+# No canaries.dns_zone: the built-in zone must be one systemd-resolved forwards (it
+# answers `.invalid` itself), or the dns probe's unique-name lookup never leaves.
+CONFIG = to_toml(LAB_CONFIG)
 
 
 def say(config: pytest.Config, line: str) -> None:
