@@ -13,6 +13,9 @@ Build the app with `create_app(Settings(...))` (leakcheck.collector.app);
 - security.py   token generation and hashing
 - deps.py       FastAPI dependencies: store, authentication
 - routes/       one router per resource
+- alerts/       state-change events to webhooks and SIEM feeds (issue 13): a
+                dispatcher thread polls devices, diffs, and delivers from a
+                durable outbox; it only reads ingest's tables
 
 Report contract extension (additive, optional): a submitted report may carry
 a top-level ``"agent"`` object, ``{"spool_depth": int, "dropped": int,

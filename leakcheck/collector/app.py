@@ -9,6 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from leakcheck import __version__
+from leakcheck.collector.alerts import routes as alert_routes
+from leakcheck.collector.alerts.dispatcher import Dispatcher
+from leakcheck.collector.alerts.store import AlertStore
 from leakcheck.collector.db import make_engine
 from leakcheck.collector.deps import refusal
 from leakcheck.collector.ingest import Ingest
@@ -35,6 +38,16 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.state.metrics = health.Metrics()
     for module in (enroll, reports, devices, findings, fleet, export, health, conformance, web, advisories):
         app.include_router(module.router)
+    # Alerts (issue 13): a dispatcher thread per process; one replica at a time
+    # holds the database lease and dispatches (leakcheck.collector.alerts).
+    app.state.alerts_store = AlertStore(engine)
+    app.include_router(alert_routes.router)
+    alert_config = settings.alert_config()
+    app.state.dispatcher = (Dispatcher(engine, alert_config, settings.device_interval_s)
+                            if alert_config.enabled else None)
+    if app.state.dispatcher is not None:
+        app.router.add_event_handler("startup", app.state.dispatcher.start)
+        app.router.add_event_handler("shutdown", app.state.dispatcher.stop)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -133,6 +133,70 @@ CREATE TABLE health (
 INSERT INTO health (id, checked_at) VALUES (1, 0);
 """
 
+# Issue 13, alerts: the dispatcher's lease and cursors (one row), its own
+# last-notified state per device, the event log, the durable per-sink outbox
+# and the delivery log; indexes for polling devices incrementally (by
+# last_seen) and finding stale ones (by last_started_at).
+_V4 = """
+CREATE INDEX ix_devices_last_seen ON devices (last_seen);
+CREATE INDEX ix_devices_last_started ON devices (last_started_at);
+CREATE TABLE alert_lease (
+    id INTEGER NOT NULL,
+    holder VARCHAR(64) NOT NULL,
+    expires_at FLOAT NOT NULL,
+    seen_cursor FLOAT NOT NULL,
+    clone_cursor BIGINT NOT NULL,
+    stale_checked_at FLOAT NOT NULL,
+    PRIMARY KEY (id)
+);
+INSERT INTO alert_lease (id, holder, expires_at, seen_cursor, clone_cursor, stale_checked_at)
+    VALUES (1, '', 0, 0, 0, 0);
+CREATE TABLE alert_state (
+    device_id VARCHAR(128) NOT NULL,
+    report_id VARCHAR(36),
+    leaking TEXT NOT NULL,
+    stale INTEGER NOT NULL,
+    slow INTEGER NOT NULL,
+    updated_at FLOAT NOT NULL,
+    PRIMARY KEY (device_id)
+);
+CREATE TABLE alert_events (
+    seq {bigserial} NOT NULL,
+    event_id VARCHAR(36) NOT NULL,
+    type VARCHAR(32) NOT NULL,
+    at FLOAT NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (seq),
+    UNIQUE (event_id)
+);
+CREATE INDEX ix_alert_events_at ON alert_events (at);
+CREATE TABLE alert_outbox (
+    id {bigserial} NOT NULL,
+    sink VARCHAR(200) NOT NULL,
+    seq BIGINT NOT NULL,
+    attempts INTEGER NOT NULL,
+    due_at FLOAT NOT NULL,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_alert_outbox_sink_due ON alert_outbox (sink, due_at);
+CREATE TABLE alert_deliveries (
+    id {bigserial} NOT NULL,
+    sink VARCHAR(200) NOT NULL,
+    attempted_at FLOAT NOT NULL,
+    events INTEGER NOT NULL,
+    first_seq BIGINT NOT NULL,
+    last_seq BIGINT NOT NULL,
+    attempt INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT,
+    duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_alert_deliveries_at ON alert_deliveries (attempted_at);
+"""
+
 _TYPES = {"sqlite": {"serial": "INTEGER", "bigserial": "INTEGER"},
           "postgresql": {"serial": "SERIAL", "bigserial": "BIGSERIAL"}}
 
@@ -140,7 +204,7 @@ _TYPES = {"sqlite": {"serial": "INTEGER", "bigserial": "INTEGER"},
 # steps is how an auto-incrementing key is spelled.
 STEPS: dict[int, dict[str, str]] = {
     number: {dialect: ddl.format(**types) for dialect, types in _TYPES.items()}
-    for number, ddl in ((1, _V1), (2, _V2), (3, _V3))
+    for number, ddl in ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 }
 
 

@@ -63,6 +63,9 @@ devices = Table(
     Column("quarantined", Integer, nullable=True),
     Column("budget_day", BigInteger, nullable=False, default=0),
     Column("budget_bytes", BigInteger, nullable=False, default=0),
+    # v4: the alert dispatcher polls by last_seen and looks for stale devices.
+    Index("ix_devices_last_seen", "last_seen"),
+    Index("ix_devices_last_started", "last_started_at"),
 )
 
 reports = Table(
@@ -147,6 +150,70 @@ health = Table(
     "health", metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("checked_at", Float, nullable=False),
+)
+
+# v4, alerts (leakcheck.collector.alerts): one row holding the dispatcher's
+# lease (which replica dispatches, until when) and its cursors.
+alert_lease = Table(
+    "alert_lease", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("seen_cursor", Float, nullable=False),  # devices.last_seen already examined
+    Column("clone_cursor", BigInteger, nullable=False),  # clone_events.id already examined
+    Column("stale_checked_at", Float, nullable=False),
+)
+
+# What the dispatcher last notified per device: diffed against the device's
+# current state to produce events (kept apart from ingest's tables).
+alert_state = Table(
+    "alert_state", metadata,
+    Column("device_id", String(128), primary_key=True),
+    Column("report_id", String(36), nullable=True),  # the latest report examined
+    Column("leaking", Text, nullable=False),  # JSON list of leak finding ids notified
+    Column("stale", Integer, nullable=False),
+    Column("slow", Integer, nullable=False),  # reconnect slower than the bound, notified
+    Column("updated_at", Float, nullable=False),
+)
+
+# Every event, in order (seq); `body` is the event as sinks receive it.
+alert_events = Table(
+    "alert_events", metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("type", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("body", Text, nullable=False),
+    Index("ix_alert_events_at", "at"),
+)
+
+# One row per (sink, event) not yet delivered: a sink that is down keeps its rows.
+alert_outbox = Table(
+    "alert_outbox", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("sink", String(200), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Index("ix_alert_outbox_sink_due", "sink", "due_at"),
+)
+
+# One row per delivery attempt (a batch of events to one sink).
+alert_deliveries = Table(
+    "alert_deliveries", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("sink", String(200), nullable=False),
+    Column("attempted_at", Float, nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("ok", Integer, nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_alert_deliveries_at", "attempted_at"),
 )
 
 schema_version = Table(

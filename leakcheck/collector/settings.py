@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from leakcheck.errors import ConfigError
+
+if TYPE_CHECKING:
+    from leakcheck.collector.alerts.config import AlertConfig
 
 DEFAULT_DB = "/var/lib/leakcheck/collector.sqlite3"
 
@@ -49,6 +53,10 @@ class Settings:
     # fetch it from GET /api/v1/advisories. Empty = none served (agents keep the shipped one).
     advisories_file: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    # Issue 13: the `[alerts]` table (webhooks, SIEM feeds, bounds), as plain
+    # data so it reaches workers in the settings file; validated here, read by
+    # leakcheck.collector.alerts.config (secrets stay in their own files).
+    alerts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:
@@ -57,6 +65,12 @@ class Settings:
             raise ConfigError("must be positive", key="rate_limit")
         if self.device_interval_s < 1:
             raise ConfigError("must be positive", key="device_interval_s")
+        if self.alerts:
+            self.alert_config()
+
+    def alert_config(self) -> "AlertConfig":
+        from leakcheck.collector.alerts.config import parse
+        return parse(self.alerts)
 
     @property
     def url(self) -> str:

@@ -1,4 +1,4 @@
-"""`leakcheck collector serve|token|migrate`: run and administer the collector."""
+"""`leakcheck collector serve|token|migrate|alerts`: run and administer the collector."""
 
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="agents' interval in seconds; stale after twice this")
     serve.add_argument("--daily-bytes", type=int, default=16 << 20,
                        help="per-device storage budget: report bytes stored per UTC day")
-
     serve.add_argument("--advisories-file", metavar="FILE", default="",
                        help="VPN client advisory table (leakcheck.advisories/1 JSON) served to agents")
+    from leakcheck.collector.alerts import cli as alerts_cli
+    alerts_cli.add_serve_options(serve)
     serve.set_defaults(func=_serve)
 
     token = actions.add_parser("token", help="list, create or revoke tokens")
@@ -62,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _db_arg(migrate)
     migrate.set_defaults(func=_migrate)
 
+    alerts_cli.register(actions, _db_arg)
+    actions.choices["alerts"].set_defaults(func=_alerts)
+
 
 def _db_arg(parser: argparse.ArgumentParser, outer: bool = False) -> None:
     # argparse lets a subcommand's defaults overwrite what its parent parsed,
@@ -81,6 +85,7 @@ def _settings(args: argparse.Namespace, **extra):  # type: ignore[no-untyped-def
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from leakcheck.collector.alerts.cli import alerts_settings
     from leakcheck.collector.server import serve
     from leakcheck.collector.settings import read_secret
 
@@ -92,7 +97,8 @@ def _serve(args: argparse.Namespace) -> int:
                          max_body_bytes=args.max_body, rate_limit=args.rate_limit,
                          rate_window_s=args.rate_window, device_interval_s=args.device_interval,
                          device_daily_bytes=args.daily_bytes, secure_cookies=bool(args.tls_cert),
-                         advisories_file=str(Path(args.advisories_file).absolute()) if args.advisories_file else "")
+                         advisories_file=str(Path(args.advisories_file).absolute()) if args.advisories_file else "",
+                         alerts=alerts_settings(args))
     serve(settings, args.listen, args.port, args.workers, args.tls_cert, args.tls_key)
     return 0
 
@@ -135,6 +141,11 @@ def _token(args: argparse.Namespace) -> int:
         count = store.revoke_tokens(token_id=args.id, label=args.label)
     print(f"revoked {count} token(s)" if count else "no such active token", file=sys.stderr)
     return 0 if count else 1
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from leakcheck.collector.alerts.cli import run
+    return run(args, _store(args).engine)
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -24,13 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, text in (("summary", "devices per verdict, finding, OS; trend; slowest reconnects"),
                        ("devices", "every device and its latest state"),
                        ("findings", "findings by probe, finding id, device and time range"),
-                       ("export", "every report in a time range (CSV or JSON lines)"),
+                       ("export", "every report in a time range (CSV, JSON lines, or OCSF findings)"),
                        ("conformance", "devices meeting each NCSC recommendation, and the daily trend")):
         view = views.add_parser(name, help=text)
         view.add_argument("--collector", metavar="URL", required=True)
         view.add_argument("--token-file", metavar="FILE", required=True, help="analyst token")
         view.add_argument("--ca-file", metavar="FILE", default="", help="CA bundle (default: system store)")
-        view.add_argument("--format", choices=("table", "json", "csv"), default="table")
+        view.add_argument("--format", choices=("table", "json", "csv", "ocsf") if name == "export"
+                          else ("table", "json", "csv"), default="table",
+                          help="export: ocsf = each finding as an OCSF Detection/Compliance Finding (JSON lines)"
+                          if name == "export" else None)
         if name in ("findings", "export"):
             view.add_argument("--since", metavar="RFC3339")
             view.add_argument("--until", metavar="RFC3339")
@@ -87,7 +90,7 @@ def _fetch(args: argparse.Namespace) -> Any:
                                    "finding_id": getattr(args, "finding_id", None),
                                    "device_id": getattr(args, "device", None),
                                    "limit": getattr(args, "limit", None)}),
-        "export": ("/export", {"format": "json" if args.format == "json" else "csv"}),
+        "export": ("/export", {"format": args.format if args.format in ("json", "ocsf") else "csv"}),
     }[args.view]
     if args.view in ("findings", "export"):
         params.update(since=args.since, until=args.until)

@@ -1,4 +1,8 @@
-"""Report export as CSV or JSON lines (analyst tokens only), streamed."""
+"""Report export as CSV or JSON lines (analyst tokens only), streamed.
+
+`format=ocsf`: every leak or posture finding of the reports in the range as
+an OCSF Detection / Compliance Finding, one JSON object per line (the
+mapping is documented in leakcheck.collector.alerts.ocsf)."""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ import io
 import json
 from typing import Iterator, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
+from leakcheck.collector.alerts.ocsf import report_findings
 from leakcheck.collector.deps import AUTH_RESPONSES, analyst_principal, get_store
 from leakcheck.collector.routes.findings import Since, Until, epoch
 from leakcheck.collector.store import Store
@@ -22,8 +27,12 @@ COLUMNS = ("report_id", "device_id", "started_at", "finished_at", "trigger", "ve
 
 @router.get("/export", response_class=StreamingResponse,
             responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}})
-def export(format: Literal["csv", "json"] = Query("csv"), since: Since = None,
+def export(request: Request, format: Literal["csv", "json", "ocsf"] = Query("csv"), since: Since = None,
            until: Until = None, store: Store = Depends(get_store)) -> StreamingResponse:
+    if format == "ocsf":
+        docs = request.app.state.alerts_store.report_documents(epoch(since), epoch(until))
+        return StreamingResponse((json.dumps(f) + "\n" for d in docs for f in report_findings(d, d["_started_ms"])),
+                                 media_type="application/x-ndjson")
     rows = store.export(epoch(since), epoch(until))
     if format == "json":
         return StreamingResponse((json.dumps(r) + "\n" for r in rows), media_type="application/x-ndjson")
