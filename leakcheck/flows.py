@@ -182,8 +182,14 @@ def conform_flow(flow: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, int) and not isinstance(value, bool):
             evidence[key] = min(max(value, 0), high)
     if evidence_size(evidence) > FlowsContract.EVIDENCE_BYTES:
-        # Only the contract's own keys are kept; they fit by their limits.
+        # Only the contract's own keys are kept...
         evidence = {k: evidence.get(k) for k in EVIDENCE_KEYS}
+    if evidence_size(evidence) > FlowsContract.EVIDENCE_BYTES:
+        # ...and if their long texts together are still too much (each is within
+        # its own limit, their sum need not be), each is cut shorter, with a marker.
+        for key in _TEXT_LIMITS:
+            if isinstance(evidence.get(key), str):
+                evidence[key] = clean_text(evidence[key], 800)
     out["evidence"] = evidence
     return out
 
