@@ -11,6 +11,10 @@ spool and a stdlib HTTP client: the engine's imports (pyroute2, psutil,
 scapy) live and die with each check, and an idle agent stays small. The
 main thread sleeps in select() on the netlink socket and a signal pipe:
 nothing polls. SIGTERM/SIGINT stop it cleanly (a run in progress finishes).
+
+With `[agent] watch` (and CAP_NET_ADMIN) the live watch runs beside this in
+its own child (leakcheck.agent.flowwatch); its flows go through their own
+spool and uploader thread, at once, never behind the reports.
 """
 
 from __future__ import annotations

@@ -162,3 +162,43 @@ def test_flows_reach_the_collector_within_seconds_and_survive_an_outage(tmp_path
             assert code == 0, (tmp_path / "agent.log").read_text()[-3000:]
             assert watch_state(tmp_path)["state"] == "stopped"
         collector.stop()
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found |= {int(p) for p in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_watch_dies_with_a_killed_agent(tmp_path: Path) -> None:
+    """SIGKILL of the agent: its watch child gets SIGTERM from the kernel
+    (PR_SET_PDEATHSIG) and ends, so the watch's kernel filter (owned by the
+    child's nftables socket) cannot outlive the agent."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", interval="1h", jitter="1s")
+    config.write_text(config.read_text() + "[canaries]\nactive = false\n")
+    agent = subprocess.Popen([sys.executable, "-m", "tests.agent.agent_driver", str(config)], cwd=REPO,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=open(tmp_path / "agent.log", "ab"))
+    try:
+        assert poll(lambda: watch_state(tmp_path).get("state") == "running", 30), watch_state(tmp_path)
+        watchers = [p for p in children(agent.pid) if "leakcheck.agent.flowwatch" in
+                    Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+        assert len(watchers) == 1, children(agent.pid)
+        agent.kill()
+        agent.wait(10)
+        assert poll(lambda: not alive(watchers[0]), 5), "the watch outlived the agent"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
