@@ -44,7 +44,8 @@ def _epoch(text: Optional[str]) -> Optional[float]:
                         429: {"description": "storage budget spent; see Retry-After"}})
 def submit(doc: FlowsIn, request: Request, token: str = Depends(submitted_token),
            store: FlowStore = Depends(get_flow_store), settings: Settings = Depends(get_settings)) -> Response:
-    size = len(doc.model_dump_json(by_alias=True))
+    # The stored bytes count against the device's daily budget, as a report's do.
+    size = _body_size(request) or len(doc.model_dump_json(by_alias=True))
     outcome = store.submit(doc, security.token_hash(token), size, settings.device_daily_bytes)
     request.app.state.metrics.count(outcome.metric)
     if outcome.status >= 400:
@@ -54,6 +55,13 @@ def submit(doc: FlowsIn, request: Request, token: str = Depends(submitted_token)
         raise HTTPException(outcome.status, outcome.detail, headers=headers)
     answer = json.dumps({"batch_id": doc.batch_id, "stored": outcome.status == 201})
     return Response(answer, status_code=outcome.status, media_type="application/json")
+
+
+def _body_size(request: Request) -> int | None:
+    try:
+        return int(request.headers.get("content-length", ""))
+    except ValueError:
+        return None  # chunked: measured from the document
 
 
 @router.get("/flows", dependencies=[Depends(analyst_principal)], responses=AUTH_RESPONSES)
