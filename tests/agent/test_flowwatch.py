@@ -91,3 +91,21 @@ def test_conformed_odd_text_is_accepted_by_the_collector_model() -> None:
     odd["summary"] = "x" * 5000
     (doc,) = documents([odd], DEVICE, "0.1.0")
     FlowsIn.model_validate(json.loads(json.dumps(doc)))
+
+
+def test_watch_key_is_validated_and_off_is_said(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from leakcheck import config as config_mod
+    from leakcheck.agent.service import Agent
+    from leakcheck.errors import ConfigError
+
+    assert config_mod.defaults().get("agent", "watch") is True
+    with pytest.raises(ConfigError, match="agent.watch"):
+        config_mod.from_mapping({"agent": {"watch": "yes"}})
+    with pytest.raises(ConfigError, match="agent.watches"):
+        config_mod.from_mapping({"agent": {"watches": True}})
+    config = config_mod.from_mapping({"agent": {"watch": False, "state_dir": str(tmp_path / "state")}})
+    assert Agent(config)._start_watch() is None
+    state = json.loads((tmp_path / "state" / "watch.json").read_text())
+    assert (state["enabled"], state["state"], state["detail"]) == (False, "off", "agent.watch = false")
