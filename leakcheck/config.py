@@ -137,6 +137,30 @@ def _dns_zone(key: str, value: Any) -> str:
     return text.rstrip(".")
 
 
+def _choices(allowed: tuple[str, ...]) -> Validator:
+    def check(key: str, value: Any) -> list[str]:
+        items = _string_list(key, value)
+        unknown = [v for v in items if v not in allowed]
+        if unknown:
+            raise ConfigError(f"{', '.join(map(repr, unknown))} not one of {', '.join(allowed)}", key=key)
+        return items
+    return check
+
+
+def _one_of(allowed: tuple[str, ...]) -> Validator:
+    def check(key: str, value: Any) -> str:
+        text = _string(key, value)
+        if text not in allowed:
+            raise ConfigError(f"{text!r} is not one of {', '.join(allowed)}", key=key)
+        return text
+    return check
+
+
+# The posture policy's vocabularies (leakcheck/vpnclients.py, leakcheck/cryptoprofile.py).
+POSTURE_PROTOCOLS = ("ipsec", "openvpn", "wireguard", "tls")
+POSTURE_AUTH = ("certificate", "public-key", "psk", "password", "eap")
+CRYPTO_PROFILES = ("ncsc-prime", "ncsc-foundation")
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "tunnel": {
         "interfaces": Key([], _interface_globs,
@@ -176,6 +200,27 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                "Spool size bound; beyond it the oldest reports are dropped (and counted)."),
         "spool_max_age": Key("720h", _duration,
                              "Reports older than this are dropped from the spool (and counted)."),
+    },
+    "posture": {
+        "allowed_protocols": Key(["ipsec", "openvpn", "tls", "wireguard"], _choices(POSTURE_PROTOCOLS),
+                                 "VPN protocols the organisation accepts (ipsec, openvpn, tls = a TLS VPN such as "
+                                 "openconnect/AnyConnect, wireguard). NCSC's guidance names IPsec and TLS VPNs; "
+                                 "[\"ipsec\", \"tls\"] follows it strictly."),
+        "allowed_auth": Key(["certificate", "public-key"], _choices(POSTURE_AUTH),
+                            "Authentication the organisation accepts on the device (certificate, public-key = a raw "
+                            "key pair such as WireGuard's, psk, password, eap). NCSC: certificates; "
+                            "[\"certificate\"] follows it strictly."),
+        "require_hardware_keys": Key(False, _bool,
+                                     "true = a private key in a file (not a TPM, smart card or PKCS#11 token) is a "
+                                     "finding (warn), not a note."),
+        "crypto_profile": Key("ncsc-prime", _one_of(CRYPTO_PROFILES),
+                              "The NCSC cryptographic profile negotiated algorithms must meet: ncsc-prime "
+                              "(IKEv2, AES-GCM, SHA-2, ECP groups) or ncsc-foundation (also AES-CBC with "
+                              "HMAC-SHA2, MODP-2048+, IKEv1)."),
+        "advisories_file": Key("", _string,
+                               "Advisory table (leakcheck.advisories/1 JSON) to check installed VPN clients "
+                               "against; empty = the newest of the table shipped with leakcheck and the copy "
+                               "fetched from the collector."),
     },
     "collector": {
         "url": Key("", _url, "Collector base URL; empty = do not upload."),

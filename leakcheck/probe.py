@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from leakcheck.active import Observation
     from leakcheck.active import Probe as ActivePacket
     from leakcheck.disrupt import Control
+    from leakcheck.vpnclients import Clients
 
 log = logging.getLogger(__name__)
 PROBE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -50,6 +51,11 @@ BUILTIN_DESTINATIONS: dict[int, tuple[str, ...]] = {
 }
 
 __all__ = ["Probe", "ProbeContext", "ProbeSkipped", "Finding", "Severity", "Effect", "validate_probe"]
+
+
+def _live_clients() -> "Clients":
+    from leakcheck.vpnclients import live  # nothing is read until a posture probe asks
+    return live()
 
 
 def _live_control() -> "Control":
@@ -73,6 +79,9 @@ class ProbeContext:
     # The live machine beyond the snapshot: tunnel counters, nudges, the cut, fresh
     # reads, the clock, the agent's tunnel history (leakcheck.disrupt.Control).
     control: "Control" = field(default_factory=_live_control)
+    # The VPN clients' configuration, authentication, negotiated algorithms and installed
+    # versions (leakcheck.vpnclients), read once when a posture probe first asks.
+    clients: "Clients" = field(default_factory=_live_clients)
 
     def active_unavailable(self) -> str | None:
         """Why active checks will not run, or None when they will."""

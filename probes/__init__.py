@@ -12,6 +12,9 @@ BUILTIN = (
     "leakcheck.probes.ipv6:Ipv6Probe",
     "leakcheck.probes.perapp:PerAppProbe",
     "leakcheck.probes.tethering:TetheringProbe",
+    "leakcheck.probes.posture_auth:PostureAuthProbe",
+    "leakcheck.probes.posture_crypto:PostureCryptoProbe",
+    "leakcheck.probes.posture_updates:PostureUpdatesProbe",
     # Disruptive (with --disruptive it cuts the tunnel): the runner runs it after
     # every other probe, plugins included, wherever it stands in this list.
     "leakcheck.probes.reconnect:ReconnectProbe",

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from leakcheck.agent.files import write_atomic
 from leakcheck.agent.spool import Spool
 from leakcheck.agent.state import now_text
 
@@ -128,6 +129,8 @@ class Uploader:
         while True:
             entries = spool.entries()
             if not entries:
+                if result.delivered:  # the collector answers now: a good moment for its advisory table
+                    self.refresh_advisories(spool.paths.root)
                 return result
             entry = entries[0]
             outcome, delay = self._send(entry.path.read_bytes(), entry.report_id)
@@ -165,6 +168,41 @@ class Uploader:
             if wait(delay):
                 result.remaining = len(spool.entries())
                 return result
+
+    def refresh_advisories(self, root: Path) -> str:
+        """Fetch the collector's VPN client advisory table into `root`/advisories.json
+        (where posture-updates looks, leakcheck/vpnclients.py), conditionally on the
+        ETag of the copy we have. Only a table that parses is kept; any failure keeps
+        the old copy and never touches report delivery. Returns what happened."""
+        from leakcheck import advisories
+
+        etag_path, table_path = root / ADVISORIES_ETAG, root / ADVISORIES
+        headers = dict(self.headers)
+        headers.pop("Content-Type", None)
+        if table_path.is_file() and etag_path.is_file():
+            headers["If-None-Match"] = etag_path.read_text(errors="replace").strip()[:200]
+        try:
+            conn = self._connection()
+            conn.request("GET", self.path.rsplit("/", 1)[0] + "/advisories", headers=headers)
+            response = conn.getresponse()
+            body = response.read(advisories_max_bytes() + 1)
+            if response.will_close:
+                self.close()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            return f"not fetched: {type(exc).__name__}"
+        if response.status != 200:
+            return f"not fetched: {response.status}"  # 304 current, 404 none served
+        try:
+            if len(body) > advisories_max_bytes():
+                raise ValueError("too large")
+            advisories.parse(json.loads(body), "collector")
+        except ValueError as exc:
+            log.warning("collector's advisory table not kept: %s", exc)
+            return "refused: malformed"
+        write_atomic(table_path, body, 0o644)
+        write_atomic(etag_path, (response.getheader("ETag") or "").encode(), 0o644)
+        return "updated"
 
     def _send(self, body: bytes, report_id: str) -> tuple[str, float | None]:
         try:
@@ -212,6 +250,15 @@ class Uploader:
             seconds = self.backoff.next_delay()
         # Never a tight loop (0, negative), never a wait past the cap.
         return min(max(seconds, self.min_retry_after_s), self.max_retry_after_s)
+
+
+ADVISORIES = "advisories.json"  # leakcheck.vpnclients.CACHED_TABLE
+ADVISORIES_ETAG = "advisories.etag"
+
+
+def advisories_max_bytes() -> int:
+    from leakcheck.advisories import MAX_BYTES  # one bound for the collector and the agent
+    return MAX_BYTES
 
 
 def acknowledged(answer: bytes, report_id: str, key: str = "report_id") -> bool:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StringConstraints,
+                      model_serializer, model_validator)
 
 from leakcheck.report import SCHEMA, Contract, problems, time_problem
 
@@ -81,6 +82,15 @@ class ProbeIn(Strict):
     # Optional (added within report/1): recommendation keys the probe checks. Keys this
     # collector does not know are kept (a newer agent may know more).
     checks: list[Name] = Field(default_factory=list, max_length=Contract.CHECKS_MAX)
+
+    @model_serializer(mode="wrap")
+    def _stored_as_sent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An optional field stays absent when the agent did not send it, so the
+        stored report reads back as the agent's own document."""
+        out = handler(self)
+        if not out.get("checks"):
+            out.pop("checks", None)
+        return out
 
 
 class AgentHealth(Strict):

@@ -45,6 +45,9 @@ class Settings:
     # Secrets as files (workers read them; never passed in the environment).
     enroll_secret_file: str = ""
     db_password_file: str = ""
+    # The VPN client advisory table (leakcheck.advisories/1) the admin placed here; agents
+    # fetch it from GET /api/v1/advisories. Empty = none served (agents keep the shipped one).
+    advisories_file: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--daily-bytes", type=int, default=16 << 20,
                        help="per-device storage budget: report bytes stored per UTC day")
 
+    serve.add_argument("--advisories-file", metavar="FILE", default="",
+                       help="VPN client advisory table (leakcheck.advisories/1 JSON) served to agents")
     serve.set_defaults(func=_serve)
 
     token = actions.add_parser("token", help="list, create or revoke tokens")
@@ -89,7 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
                          if args.enroll_secret_file else "",
                          max_body_bytes=args.max_body, rate_limit=args.rate_limit,
                          rate_window_s=args.rate_window, device_interval_s=args.device_interval,
-                         device_daily_bytes=args.daily_bytes, secure_cookies=bool(args.tls_cert))
+                         device_daily_bytes=args.daily_bytes, secure_cookies=bool(args.tls_cert),
+                         advisories_file=str(Path(args.advisories_file).absolute()) if args.advisories_file else "")
     serve(settings, args.listen, args.port, args.workers, args.tls_cert, args.tls_key)
     return 0
 

@@ -7,8 +7,14 @@ netlink dumps and /proc (leakcheck.linux), the batched RTM_GETROUTE socket
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from leakcheck.netstate import NetState
 from leakcheck.rtnl import RouteLookup
+from leakcheck.watch.model import WatchSets
+
+if TYPE_CHECKING:
+    from leakcheck.platform import KernelWatch
 
 
 class LinuxBackend:
@@ -27,3 +33,12 @@ class LinuxBackend:
 
     def packets_unavailable(self) -> str | None:
         return None  # ProbeContext asks leakcheck.active.available() itself, as before
+
+    def watch_kernel(self, sets: WatchSets) -> KernelWatch:
+        from leakcheck.privileges import CAP_NET_ADMIN, has
+        from leakcheck.watch.model import WatchUnavailable
+        if not has(CAP_NET_ADMIN):
+            raise WatchUnavailable("watching flows needs CAP_NET_ADMIN (run as root or in the agent's unit): "
+                                   "nothing watched")
+        from leakcheck.linux.nftwatch import KernelWatch as NftWatch
+        return NftWatch(sets)
