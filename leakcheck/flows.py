@@ -171,16 +171,18 @@ def conform_flow(flow: dict[str, Any]) -> dict[str, Any]:
     out = dict(flow)
     for key in ("summary", "recommendation", "guidance"):
         out[key] = clean_text(str(flow.get(key, "")), FlowsContract.FLOW_TEXT_MAX)
-    evidence = clean_evidence(dict(flow.get("evidence") or {}))
-    for key, limit in _TEXT_LIMITS.items():
-        if isinstance(evidence.get(key), str):
-            evidence[key] = clean_text(evidence[key], limit)
+    raw = dict(flow.get("evidence") or {})
+    # Numbers first: cleaning would turn one beyond 64 bits into text.
     for key, high in (("sport", FlowsContract.PORT_MAX), ("dport", FlowsContract.PORT_MAX),
                       ("uid", FlowsContract.ID_MAX), ("gid", FlowsContract.ID_MAX), ("pid", FlowsContract.ID_MAX),
                       ("count", Contract.COUNTER_MAX)):
-        value = evidence.get(key)
+        value = raw.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
-            evidence[key] = min(max(value, 0), high)
+            raw[key] = min(max(value, 1 if key == "count" else 0), high)
+    evidence = clean_evidence(raw)
+    for key, limit in _TEXT_LIMITS.items():
+        if isinstance(evidence.get(key), str):
+            evidence[key] = clean_text(evidence[key], limit)
     if evidence_size(evidence) > FlowsContract.EVIDENCE_BYTES:
         # Only the contract's own keys are kept...
         evidence = {k: evidence.get(k) for k in EVIDENCE_KEYS}

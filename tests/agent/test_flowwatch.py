@@ -109,3 +109,30 @@ def test_watch_key_is_validated_and_off_is_said(tmp_path) -> None:  # type: igno
     assert Agent(config)._start_watch() is None
     state = json.loads((tmp_path / "state" / "watch.json").read_text())
     assert (state["enabled"], state["state"], state["detail"]) == (False, "off", "agent.watch = false")
+
+
+def test_whatever_the_watch_hands_over_the_collector_accepts_once_conformed() -> None:
+    """Property: odd process names (NUL, lone surrogates from undecodable
+    names), huge paths, out-of-range numbers and extra evidence are made to
+    fit by the agent (leakcheck.flows.conform), never refused by the collector."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from leakcheck.collector.contract import FlowsIn
+
+    texts = st.one_of(st.none(), st.text(max_size=50), st.text(min_size=4000, max_size=6000),
+                      st.just("a\x00b"), st.just("/usr/bin/\udcff"))
+    numbers = st.integers(min_value=-2**70, max_value=2**70)
+    extra = st.dictionaries(st.text(max_size=5), st.one_of(st.text(max_size=20000), numbers,
+                                                            st.floats(allow_nan=True)), max_size=3)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(command=texts, exe=texts, cgroup=texts, dns=texts, sport=numbers, uid=numbers, count=numbers,
+           summary=st.text(max_size=3000), extra=extra)
+    def check(command, exe, cgroup, dns, sport, uid, count, summary, extra):  # type: ignore[no-untyped-def]
+        odd = flow(command=command, exe=exe, cgroup=cgroup, dns_name=dns, **{f"x-{k}": v for k, v in extra.items()})
+        odd["evidence"].update(sport=sport, uid=uid, count=max(count, 1) if count > 0 else 1)
+        odd["summary"] = summary
+        for doc in documents([odd], DEVICE, "0.1.0"):
+            FlowsIn.model_validate(json.loads(json.dumps(doc)))
+
+    check()
