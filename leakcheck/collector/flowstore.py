@@ -163,13 +163,13 @@ class FlowStore:
                      first_seen=_iso(r.first_seen), last_seen=_iso(r.last_seen)) for r in rows]
 
 
-def _seen(text_value: str, now: float) -> float:
+def _seen(text_value: str) -> float:
     return parse_time(text_value).timestamp()
 
 
 def _flow_row(device_id: str, flow: Any, now: float) -> dict[str, Any]:
     evidence = flow.evidence.model_dump()
-    first, last = _seen(flow.evidence.first_seen, now), _seen(flow.evidence.last_seen, now)
+    first, last = _seen(flow.evidence.first_seen), _seen(flow.evidence.last_seen)
     if last > now + CLOCK_SKEW_S:
         # A wrong clock (or a forged date) cannot pin a flow in the future: stored as received.
         first, last = min(first, now), now

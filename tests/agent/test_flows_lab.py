@@ -11,6 +11,7 @@ process's leak reaches the fleet API within seconds, with its process.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_a_real_leak_reaches_the_fleet_api_within_seconds(lab, tmp_path: Path) -
         agent = spawn(lab, "lap", [sys.executable, "-m", "leakcheck", "agent", "--config", str(config)], agent_log)
         watch = tmp_path / "state" / "watch.json"
         poll(lambda: watch.exists() and '"running"' in watch.read_text(), 30, "the agent's watch")
-        analyst = __import__("subprocess").run(
+        analyst = subprocess.run(
             [sys.executable, "-m", "leakcheck", "collector", "token", "--db", str(db), "create", "--label", "lab"],
             check=True, capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
 

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +43,8 @@ from tests.collector.flowdocs import flow, flows_doc  # noqa: E402
 
 def median_ms(values: list[float]) -> str:
     ordered = sorted(values)
-    return (f"median {statistics.median(values) * 1000:.1f} ms, p90 {ordered[int(len(ordered) * 0.9) - 1] * 1000:.1f} ms,"
-            f" max {ordered[-1] * 1000:.1f} ms")
+    p90 = ordered[int(len(ordered) * 0.9) - 1]
+    return f"median {statistics.median(values) * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms"
 
 
 def latency(tmp: Path, collector: CollectorProcess, runs: int) -> None:

@@ -5,7 +5,6 @@ documents (4xx, never 5xx, nothing stored)."""
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -96,7 +95,8 @@ def test_views_per_application_and_per_device(client: Any, app: Any) -> None:
     assert (by_app["ssh"]["devices"], by_app["ssh"]["flows"]) == (1, 1)
     by_device = {r["device_id"]: r for r in
                  client.get("/api/v1/flows/summary", params={"by": "device"}, headers=reader).json()}
-    assert (by_device["dev-1"]["apps"], by_device["dev-1"]["flows"], by_device["dev-1"]["hostname"]) == (1, 2, "laptop-1")
+    dev1 = by_device["dev-1"]
+    assert (dev1["apps"], dev1["flows"], dev1["hostname"]) == (1, 2, "laptop-1")
     assert (by_device["dev-2"]["apps"], by_device["dev-2"]["packets"]) == (2, 6)
 
 
