@@ -199,6 +199,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "reconnect_bound": Key("60s", _duration_within(1, 300),
                                "The tunnel must pass traffic again this soon after a cut (or a recorded "
                                "outage), else reconnect.no-auto-reconnect."),
+        "watch": Key(True, _bool, "Run the live leak watch: every real flow leaving outside the tunnel, "
+                                  "with its process, reported to the collector within seconds. Runs only "
+                                  "where the agent has CAP_NET_ADMIN; `leakcheck status` says why not."),
         "state_dir": Key("/var/lib/leakcheck", _string,
                          "Spool, upload state, tunnel history and instance id live here."),
         "spool_max_bytes": Key(64 * 1024 * 1024, _positive_int,

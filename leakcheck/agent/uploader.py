@@ -86,13 +86,16 @@ def tls_context(ca_file: str):  # type: ignore[no-untyped-def]
 class Uploader:
     def __init__(self, url: str, token: str, ca_file: str = "", timeout_s: float = 10.0,
                  backoff: Backoff | None = None, max_retry_after_s: float = 3600.0,
-                 min_retry_after_s: float = 1.0, max_attempts: int = 5):
+                 min_retry_after_s: float = 1.0, max_attempts: int = 5, resource: str = "reports",
+                 ack_key: str = "report_id"):
         parts = urllib.parse.urlsplit(url.rstrip("/"))
         self.https = parts.scheme == "https"
         self.host = parts.hostname or ""
         self.port = parts.port
-        self.path = parts.path + "/api/v1/reports"
-        self.endpoint = url.rstrip("/") + "/api/v1/reports"
+        # reports (report_id) or flows (batch_id): the same delivery rules for both.
+        self.path = parts.path + f"/api/v1/{resource}"
+        self.endpoint = url.rstrip("/") + f"/api/v1/{resource}"
+        self.ack_key = ack_key
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                         "User-Agent": "leakcheck-agent"}
         self.ca_file = ca_file
@@ -207,7 +210,7 @@ class Uploader:
         except (OSError, http.client.HTTPException) as exc:
             return f"cannot reach collector: {type(exc).__name__}", None
         if code in (200, 201):
-            if acknowledged(answer, report_id):
+            if acknowledged(answer, report_id, self.ack_key):
                 return "ok", None
             return f"answer {code} does not acknowledge the report (not a leakcheck collector?)", None
         if code == 429:
@@ -258,13 +261,13 @@ def advisories_max_bytes() -> int:
     return MAX_BYTES
 
 
-def acknowledged(answer: bytes, report_id: str) -> bool:
-    """The collector's answer names the report it stored (or already had)."""
+def acknowledged(answer: bytes, report_id: str, key: str = "report_id") -> bool:
+    """The collector's answer names the report (or flows batch) it stored (or already had)."""
     try:
         data = json.loads(answer)
     except (ValueError, UnicodeDecodeError):
         return False
-    return isinstance(data, dict) and data.get("report_id") == report_id
+    return isinstance(data, dict) and data.get(key) == report_id
 
 
 def retry_after_seconds(header: str | None, now: datetime | None = None) -> float | None:

@@ -197,6 +197,43 @@ CREATE TABLE alert_deliveries (
 CREATE INDEX ix_alert_deliveries_at ON alert_deliveries (attempted_at);
 """
 
+# Issue 11: flows the agents' live watch saw leave outside the tunnel, one
+# row per (device, application, destination, port, protocol), and the
+# flows documents already stored (idempotence on batch_id). The key holds
+# a hash of the application: an executable path can be longer than a
+# PostgreSQL index entry may be.
+_V5 = """
+CREATE TABLE flows (
+    id {bigserial} NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    app TEXT NOT NULL,
+    app_hash VARCHAR(64) NOT NULL,
+    dst VARCHAR(64) NOT NULL,
+    dport INTEGER NOT NULL,
+    proto VARCHAR(16) NOT NULL,
+    finding_id VARCHAR(128) NOT NULL,
+    severity VARCHAR(8) NOT NULL,
+    summary TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    first_seen FLOAT NOT NULL,
+    last_seen FLOAT NOT NULL,
+    count BIGINT NOT NULL,
+    received_at FLOAT NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT uq_flows_key UNIQUE (device_id, app_hash, dst, dport, proto)
+);
+CREATE INDEX ix_flows_last_seen ON flows (last_seen);
+CREATE INDEX ix_flows_app ON flows (app_hash, last_seen);
+CREATE TABLE flow_batches (
+    batch_id VARCHAR(36) NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    received_at FLOAT NOT NULL,
+    flows INTEGER NOT NULL,
+    PRIMARY KEY (batch_id)
+);
+CREATE INDEX ix_flow_batches_received ON flow_batches (received_at);
+"""
+
 _TYPES = {"sqlite": {"serial": "INTEGER", "bigserial": "INTEGER"},
           "postgresql": {"serial": "SERIAL", "bigserial": "BIGSERIAL"}}
 
@@ -204,7 +241,7 @@ _TYPES = {"sqlite": {"serial": "INTEGER", "bigserial": "INTEGER"},
 # steps is how an auto-incrementing key is spelled.
 STEPS: dict[int, dict[str, str]] = {
     number: {dialect: ddl.format(**types) for dialect, types in _TYPES.items()}
-    for number, ddl in ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+    for number, ddl in ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
 }
 
 

@@ -216,6 +216,40 @@ alert_deliveries = Table(
     Index("ix_alert_deliveries_at", "attempted_at"),
 )
 
+# v5: flows the agents' live watch saw leave outside the tunnel (leakcheck.flows/1),
+# one row per dedup key of a device; `dport` is -1 when the flow has none (ICMP).
+flows = Table(
+    "flows", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("device_id", String(128), nullable=False),
+    Column("app", Text, nullable=False),  # exe, else command, else ""
+    Column("app_hash", String(64), nullable=False),  # sha256 of app: keys stay index-sized
+    Column("dst", String(64), nullable=False),
+    Column("dport", Integer, nullable=False),
+    Column("proto", String(16), nullable=False),
+    Column("finding_id", String(128), nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("evidence", Text, nullable=False),  # the latest evidence, JSON
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("received_at", Float, nullable=False),
+    UniqueConstraint("device_id", "app_hash", "dst", "dport", "proto", name="uq_flows_key"),
+    Index("ix_flows_last_seen", "last_seen"),
+    Index("ix_flows_app", "app_hash", "last_seen"),
+)
+
+# Flows documents stored: a resubmitted batch_id stores nothing.
+flow_batches = Table(
+    "flow_batches", metadata,
+    Column("batch_id", String(36), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("flows", Integer, nullable=False),
+    Index("ix_flow_batches_received", "received_at"),
+)
+
 schema_version = Table(
     "schema_version", metadata,
     Column("version", Integer, nullable=False),

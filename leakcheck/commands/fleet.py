@@ -1,5 +1,8 @@
-"""`leakcheck fleet summary|devices|findings|export|conformance`: fleet reports for
-security teams, pulled from the collector with a read-only analyst token."""
+"""`leakcheck fleet summary|devices|findings|flows|export|conformance`: fleet reports for
+security teams, pulled from the collector with a read-only analyst token.
+`flows` lists the flows the agents' live watch saw leave outside the tunnel
+(every page of the API's cursor), or with `--by app|device` the leaked flows
+per application or per device."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, text in (("summary", "devices per verdict, finding, OS; trend; slowest reconnects"),
                        ("devices", "every device and its latest state"),
                        ("findings", "findings by probe, finding id, device and time range"),
+                       ("flows", "flows leaked outside the tunnel (live watch), per device or application"),
                        ("export", "every report in a time range (CSV, JSON lines, or OCSF findings)"),
                        ("conformance", "devices meeting each NCSC recommendation, and the daily trend")):
         view = views.add_parser(name, help=text)
@@ -44,11 +48,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             view.add_argument("--limit", type=int, default=500)
         if name in ("summary", "conformance"):
             view.add_argument("--days", type=int, default=30)
+        if name == "flows":
+            view.add_argument("--device", help="only this device id")
+            view.add_argument("--app", help="only this application (executable, else command)")
+            view.add_argument("--since", metavar="RFC3339", help="only flows last seen at or after")
+            view.add_argument("--by", choices=("app", "device"),
+                              help="leaked flows per application or per device instead of each flow")
         view.set_defaults(func=execute)
 
 
 def execute(args: argparse.Namespace) -> int:
-    data = _fetch(args)
+    data = _fetch_flows(args) if args.view == "flows" else _fetch(args)
     out = sys.stdout
     if args.view == "export":
         out.write(data)
@@ -61,7 +71,8 @@ def execute(args: argparse.Namespace) -> int:
         out.write(render_conformance(data) if args.format == "table" else _csv(_conformance_rows(data)))
     else:
         rows = [_flatten(r) for r in data]
-        out.write(_table(rows, COLUMNS[args.view]) if args.format == "table" else _csv(rows))
+        columns = COLUMNS[f"flows-{args.by}" if args.view == "flows" and args.by else args.view]
+        out.write(_table(rows, columns) if args.format == "table" else _csv(rows))
     return 0
 
 
@@ -69,7 +80,49 @@ COLUMNS = {
     "devices": ("hostname", "device_id", "os", "verdict", "tunnel_state", "last_report_at", "stale",
                 "agent.spool_depth", "agent.dropped", "agent.last_error"),
     "findings": ("started_at", "device_id", "probe", "finding_id", "severity", "summary"),
+    "flows": ("last_seen", "hostname", "device_id", "app", "proto", "dst", "dport", "count", "finding_id",
+              "first_seen"),
+    "flows-app": ("app", "devices", "flows", "packets", "first_seen", "last_seen"),
+    "flows-device": ("hostname", "device_id", "apps", "flows", "packets", "first_seen", "last_seen"),
 }
+
+
+def _get(args: argparse.Namespace, path: str, params: dict[str, Any]) -> Any:
+    import requests
+
+    from leakcheck.agent.uploader import verify_setting
+
+    try:
+        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.token_file}: {exc}") from None
+    try:
+        response = requests.get(args.collector.rstrip("/") + "/api/v1" + path,
+                                params={k: v for k, v in params.items() if v is not None},
+                                headers={"Authorization": f"Bearer {token}"}, timeout=60,
+                                verify=verify_setting(args.ca_file))
+    except requests.RequestException as exc:
+        raise FleetError(f"cannot reach {args.collector}: {exc}") from None
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text[:200]
+        raise FleetError(f"collector answered {response.status_code}: {detail}")
+    return response.json()
+
+
+def _fetch_flows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.by:
+        return _get(args, "/flows/summary", {"by": args.by, "since": args.since})
+    flows: list[dict[str, Any]] = []
+    cursor: str | None = "0"
+    while cursor is not None:  # every page: the cursor is stable while flows are updated
+        page = _get(args, "/flows", {"device": args.device, "app": args.app, "since": args.since,
+                                     "cursor": cursor, "limit": 5000})
+        flows += page["flows"]
+        cursor = page["next_cursor"]
+    return flows
 
 
 def _fetch(args: argparse.Namespace) -> Any:

@@ -101,7 +101,8 @@ def overview(request: Request, store: Store = Depends(get_store),
     summary = store.summary(now, settings.device_interval_s, 30)
     devices = store.devices(now, settings.device_interval_s)
     body = ["<form method=post action=/logout><button type=submit id=signout>Sign out</button></form>",
-            "<h1>leakcheck fleet</h1>", "<p><a href=/conformance id=conformance-link>NCSC conformance</a></p>",
+            "<h1>leakcheck fleet</h1>", "<p><a href=/conformance id=conformance-link>NCSC conformance</a> | "
+            "<a href=/flows id=flows-link>leaked flows (live watch)</a></p>",
             f"<p id=totals>{summary['devices']} devices; "
             f"<span class=leak>{summary['devices_per_verdict'].get('leak', 0)} leaking now</span>; "
             f"{summary['stale_devices']} stale</p>",
