@@ -56,7 +56,9 @@ class KernelSource:
     def __init__(self, config: Any, on_flow: Callable[[dict[str, Any]], None]):
         from leakcheck.watch.engine import Watch
 
-        self.watch = Watch(config, on_flow=lambda record, first: on_flow(record.to_dict()))
+        # The agent (this child's parent) and everything it starts are leakcheck itself:
+        # its checks' test packets and its uploads are not leaking applications.
+        self.watch = Watch(config, on_flow=lambda record, first: on_flow(record.to_dict()), own_root=os.getppid())
 
     @property
     def watching(self) -> list[str]:

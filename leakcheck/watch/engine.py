@@ -8,6 +8,14 @@ API (for the agent, in a thread; for `leakcheck watch`):
     watch.watching, watch.cannot                 # what it watches and what it cannot, in words
     watch.run(stop_event, duration=None)         # blocks until stop_event is set or duration passes
     watch.records()                              # current records (deduplicated, with counts)
+    watch.own_packets                            # flows left out because leakcheck itself sent them
+
+leakcheck's own traffic is left out: a flow whose process is `own_root`
+(default: this process) or one of its descendants. The agent's watch child
+passes the agent's pid, so the checks it runs (whose active probes send test
+packets that do leave outside the tunnel when the tunnel leaks) and its
+uploads are not reported as leaking applications. Only a process the agent
+itself started can be in that tree, so nothing else can hide in it.
 
 `run()` calls `start()` itself if needed, and always removes the kernel
 filter when it returns. `on_flow` is called in the watch's thread: with
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import select
 import threading
 import time
@@ -47,8 +56,11 @@ OnFlow = Callable[[FlowRecord, bool], None]
 
 class Watch:
     def __init__(self, config: Config, on_flow: OnFlow | None = None, backend=None,
-                 update_every: float = 10.0) -> None:
+                 update_every: float = 10.0, own_root: int | None = None) -> None:
         self.config = config
+        self.own_root = own_root if own_root is not None else os.getpid()
+        self.own_packets = 0
+        self._own_cache: dict[int, bool] = {}
         self.on_flow = on_flow or (lambda record, first: None)
         self.backend = backend
         self.update_every = update_every
@@ -170,6 +182,9 @@ class Watch:
 
     def _handle(self, flows: list[SuspectFlow], now: float) -> None:
         for flow in flows:
+            if self._is_own(flow.owner.pid):
+                self.own_packets += 1
+                continue
             record, first = self.table.observe(to_record(flow, now))
             if first:
                 self._emitted[record.table_key] = now
@@ -177,6 +192,19 @@ class Watch:
             elif now - self._emitted.get(record.table_key, 0) >= self.update_every:
                 self._emitted[record.table_key] = now
                 self.on_flow(record, False)
+
+    def _is_own(self, pid: int | None) -> bool:
+        """Is `pid` leakcheck's own: own_root or a descendant of it (cached: pids of
+        one run's probes repeat; a recycled pid is at worst looked up again)."""
+        if pid is None:
+            return False
+        if pid == self.own_root:
+            return True
+        if pid not in self._own_cache:
+            if len(self._own_cache) > 4096:
+                self._own_cache.clear()
+            self._own_cache[pid] = self.own_root in ancestors(pid)
+        return self._own_cache[pid]
 
     def records(self) -> list[FlowRecord]:
         return list(self.table.records.values())
@@ -188,6 +216,15 @@ class Watch:
         netwatch, self._netwatch = self._netwatch, None
         if netwatch is not None:
             netwatch.close()
+
+
+def ancestors(pid: int) -> list[int]:
+    """The pids above `pid` up to init; empty when it is gone or unreadable."""
+    import psutil
+    try:
+        return [parent.pid for parent in psutil.Process(pid).parents()]
+    except (psutil.Error, OSError):
+        return []
 
 
 def to_record(flow: SuspectFlow, now: float) -> FlowRecord:

@@ -365,6 +365,51 @@ def test_watch_api_in_a_thread_runs_beside_the_cli_watch_and_both_see_the_leak(w
     assert lab.exec(["nft", "list", "tables"]).stdout.count("leakcheck_watch_") == 1
 
 
+OWN_SCRIPT = """
+import json, subprocess, sys, threading
+from leakcheck.config import load
+from leakcheck.watch.engine import Watch
+watch = Watch(load(sys.argv[1]), on_flow=lambda record, first: print(json.dumps(record.to_dict()), flush=True))
+watch.start()
+stop = threading.Event()
+thread = threading.Thread(target=watch.run, args=(stop,))
+thread.start()
+# what the agent's checks do: a child of the watching process sends a test packet out of eth0
+child = subprocess.Popen([sys.executable, "-c", sys.argv[2]], stdout=subprocess.PIPE)
+child.stdout.readline()
+print("sent", file=sys.stderr, flush=True)
+sys.stdin.readline()
+stop.set()
+thread.join(5)
+child.kill()
+print(f"own {watch.own_packets}", file=sys.stderr, flush=True)
+"""
+
+
+def test_leakchecks_own_test_packets_are_left_out_but_seen_by_another_watch(watched):
+    """The agent's watch (own_root = the agent) does not report its own checks'
+    test packets as a leaking application; a helpdesk watch started apart does."""
+    lab, watcher = watched
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    code = "import socket, time\n" + udp_code(CANARY_V4, 17, device="eth0") + \
+        "\nprint('ready', flush=True)\ntime.sleep(30)\n"
+    watcher.drain()
+    t0 = time.monotonic()
+    own = subprocess.Popen(["ip", "netns", "exec", lab.lap, sys.executable, "-c", OWN_SCRIPT,
+                            str(lab.workdir / "watch-config.toml"), code], cwd=REPO_ROOT, env=env,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True, preexec_fn=linux.set_parent_death_signal)
+    try:
+        found, delay = watcher.expect(lambda f: f["evidence"]["dport"] == 17, t0, within=5.0)
+        assert found["id"] == "watch.flow-outside-tunnel"
+        time.sleep(0.5)  # the own watch has read the same packet by now
+    finally:
+        out, err = own.communicate(input="\n", timeout=15)
+    assert "sent" in err, err
+    assert [line for line in out.splitlines() if '"dport": 17' in line] == [], out
+    assert "own 1" in err, err
+
+
 # -- the table is the watcher's alone -------------------------------------------------
 
 def test_table_is_gone_after_sigkill_and_nothing_else_changed(watched):
