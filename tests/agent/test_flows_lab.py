@@ -14,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,14 @@ import requests
 
 from tests.agent.conftest import SECRET
 from tests.agent.test_agent_e2e import listening, spawn, stop, stored_reports
-from tests.lab import CANARY_V4, LAB_CONFIG, TUNNEL_GATEWAY
+from tests.lab import CANARY_V4, ISP_RESOLVER, LAB_CONFIG, LAN_ROUTER, TUNNEL_GATEWAY
+from tests.lab.test_watch import SYSTEM_PYTHON, dns_query_code, udp_code
 from tests.lab.topology import REPO_ROOT, merge_config, poll, to_toml
 
 pytestmark = pytest.mark.lab
 PORT = 8081
-WITHIN_S = 3.0
+WITHIN_S = 3.0  # from the first packet to the fleet API (the agent batches for up to 0.5 s)
+SEEN_WITHIN_S = 1.0  # from the first packet to the watch's first_seen
 
 
 def sender(lab, key: str, port: int, device: str | None) -> None:  # type: ignore[no-untyped-def]
@@ -91,6 +94,45 @@ def test_a_real_leak_reaches_the_fleet_api_within_seconds(lab, tmp_path: Path) -
         assert ev["proto"] == "udp" and ev["uid"] == 0 and ev["pid"] is not None
         assert flow["app"] == ev["exe"] and ev["exe"].startswith("/") and "python" in ev["exe"]
         assert [f for f in flows() if f["dport"] == 7001] == []
+
+        # The other ways out, each a policy change the agent also answers with a check of
+        # its own (whose test packets are leakcheck's, not a leaking application's).
+        def leak(key: str, code: str, match, uid: int | None = None, python: str = sys.executable,
+                 rule: str | None = None) -> tuple[dict, subprocess.Popen]:
+            if rule:
+                lab.ip(f"-4 {rule.format(verb='add')}")
+                time.sleep(1.0)  # the watch rebuilds its sets on the change
+            try:
+                sent_at = time.time()
+                proc = lab.start_lap_process(key, [python, "-c", "import socket, struct, time\n" + code +
+                                                   "\nprint('ready', flush=True)\ntime.sleep(60)\n"],
+                                             uid=uid, ready=b"ready")
+                found = poll(lambda: [f for f in flows() if match(f)], 10, f"the {key} flow in the collector")
+            finally:
+                lab._stop(key)
+                if rule:
+                    lab.ip(f"-4 {rule.format(verb='del')}")
+            delay = time.time() - sent_at
+            assert delay < WITHIN_S, f"{key}: {delay:.2f} s to the fleet API"
+            (flow,) = found
+            first_seen = datetime.fromisoformat(flow["evidence"]["first_seen"].replace("Z", "+00:00")).timestamp()
+            assert first_seen - sent_at < SEEN_WITHIN_S, f"{key}: seen {first_seen - sent_at:.2f} s after sending"
+            return flow, proc
+
+        flow, proc = leak("flows-uid", udp_code(CANARY_V4, 7003), lambda f: f["dport"] == 7003, uid=1234,
+                          python=SYSTEM_PYTHON, rule="rule {verb} uidrange 1234-1234 lookup main priority 100")
+        assert flow["evidence"]["uid"] == 1234 and flow["evidence"]["pid"] == proc.pid
+        flow, proc = leak("flows-mark", udp_code(CANARY_V4, 7004, mark=0x1234), lambda f: f["dport"] == 7004,
+                          rule="rule {verb} fwmark 0x1234 lookup main priority 90")
+        assert flow["evidence"]["interface"] == "eth0" and flow["evidence"]["pid"] == proc.pid
+        flow, proc = leak("flows-dns", dns_query_code(ISP_RESOLVER, "agent-leak.example"),
+                          lambda f: f["dst"] == ISP_RESOLVER and f["dport"] == 53,
+                          rule=f"route {{verb}} {ISP_RESOLVER}/32 via {LAN_ROUTER} dev eth0")
+        assert flow["finding_id"] == "watch.dns-outside-tunnel"
+        assert flow["evidence"]["dns_name"] == "agent-leak.example" and flow["evidence"]["pid"] == proc.pid
+        # Nothing else, and nothing from leakcheck itself: its checks ran on every change
+        # above and their test packets (perapp's marked ones, dns's lookup) left eth0 too.
+        assert sorted(f["dport"] for f in flows()) == [53, 7002, 7003, 7004], flows()
     finally:
         if agent is not None:
             stop(agent)
