@@ -140,9 +140,17 @@ def observe(probes: Sequence[Probe], interfaces: Iterable[str], tunnel_interface
     from leakcheck.capture import Sniffers
 
     window = _Window(observations, tunnels)
-    with Sniffers(ifaces) as sniffers:
-        window.run([_send(obs) for obs in observations], sniffers)
-        window.take(sniffers.drain())  # the last ones, queued since the last look
+    # The senders' sockets stay open until the window closes: a live watch
+    # (leakcheck.watch) looks a suspect packet's socket up to learn its process, and
+    # must find it to know the packet is leakcheck's own test, not a leaking app's.
+    held: list[socket.socket] = []
+    try:
+        with Sniffers(ifaces) as sniffers:
+            window.run([_send(obs, held) for obs in observations], sniffers)
+            window.take(sniffers.drain())  # the last ones, queued since the last look
+    finally:
+        for sock in held:
+            sock.close()
     global last_window_end
     last_window_end = window.ended
     return observations
@@ -207,32 +215,32 @@ def _record(obs: Observation, packet: Packet, on_tunnel: bool) -> None:
         obs.clear_dst = packet.dst
 
 
-def _send(obs: Observation) -> threading.Thread:
-    thread = threading.Thread(target=_send_now, args=(obs,), daemon=True)
+def _send(obs: Observation, held: list[socket.socket]) -> threading.Thread:
+    thread = threading.Thread(target=_send_now, args=(obs, held), daemon=True)
     thread.start()
     return thread
 
 
-def _send_now(obs: Observation) -> None:
+def _send_now(obs: Observation, held: list[socket.socket]) -> None:
     probe = obs.probe
     try:
         if probe.uid is not None:
-            _send_as_user(probe)
+            _send_as_user(probe, held)
         else:
-            obs.local_port = send_packet(probe)
+            obs.local_port = send_packet(probe, held=held)
     except OSError as exc:
         obs.send_error = f"{type(exc).__name__}: {exc.strerror or exc}"
     except Exception as exc:  # a send failure is an observation, not a crash
         obs.send_error = f"{type(exc).__name__}: {exc}"
 
 
-def _send_as_user(probe: Probe) -> None:
+def _send_as_user(probe: Probe, held: list[socket.socket]) -> None:
     """Send as the probe's uid without forking (this runs in a sender thread while the
     sniffers' threads run: a fork there copies their locks mid-use). The socket is
     created while this thread's filesystem uid is the user's: Linux takes a socket's
     owner (what `uidrange` policy rules and the firewall's `skuid` match) from the
     creating thread's fsuid, and setfsuid changes only the calling thread."""
-    send_packet(probe, owner=probe.uid)
+    send_packet(probe, owner=probe.uid, held=held)
 
 
 @contextlib.contextmanager
@@ -247,9 +255,10 @@ def _fsuid(uid: int) -> Iterator[None]:
         libc.setfsuid(previous)
 
 
-def send_packet(probe: Probe, owner: int | None = None) -> int | None:
+def send_packet(probe: Probe, owner: int | None = None, held: list[socket.socket] | None = None) -> int | None:
     """Send one probe packet (from a socket owned by uid `owner` when given); returns
-    the local port for TCP (to match the SYN)."""
+    the local port for TCP (to match the SYN). With `held`, the socket is left open
+    and appended there for the caller to close."""
     payload = b"leakcheck " + probe.nonce.encode()
     if probe.kind == "dns":
         _resolve(probe)
@@ -257,7 +266,9 @@ def send_packet(probe: Probe, owner: int | None = None) -> int | None:
     family = socket.AF_INET6 if ipaddress.ip_address(probe.dst).version == 6 else socket.AF_INET
     with (_fsuid(owner) if owner is not None else contextlib.nullcontext()):
         sock = _new_socket(probe.kind, family)
-    with sock:
+    if held is not None:
+        held.append(sock)  # list.append is atomic: sender threads share the list
+    with sock if held is None else contextlib.nullcontext(sock):
         _prepare(sock, family, probe)
         if probe.kind == "udp":
             sock.sendto(payload, (probe.dst, probe.port or 33434))

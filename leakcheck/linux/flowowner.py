@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -66,10 +67,14 @@ def dump_for(protocols: set[str], families: set[int]) -> list[sockets.RawSocket]
     return out
 
 
+FULL_SCAN_EVERY_S = 0.5
+
+
 class OwnerLookup:
     def __init__(self, root: Path = PROC) -> None:
         self.root = root
         self._inodes: dict[int, int] = {}  # socket inode -> pid (cache, refreshed on a miss)
+        self._full_scan_at = 0.0
 
     def pid_of(self, inode: int, uid: int | None) -> int | None:
         if not inode:
@@ -78,7 +83,15 @@ class OwnerLookup:
         if pid is not None and (self.root / str(pid)).exists():
             return pid
         self._scan(uid)
-        return self._inodes.get(inode)
+        pid = self._inodes.get(inode)
+        # A socket's uid need not be its process's: a root process may create one as
+        # another user (setfsuid; leakcheck's own perapp test packets do). Then look at
+        # every process, at most twice a second (a flood of unknown owners stays cheap).
+        if pid is None and uid is not None and time.monotonic() - self._full_scan_at > FULL_SCAN_EVERY_S:
+            self._full_scan_at = time.monotonic()
+            self._scan(None)
+            pid = self._inodes.get(inode)
+        return pid
 
     def _scan(self, uid: int | None) -> None:
         try:
