@@ -11,6 +11,7 @@ leakcheck.collector.ingest), with hand-written SQL: that path is hot.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import time
@@ -20,6 +21,7 @@ import re
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -275,47 +277,82 @@ class Store:
                     else:
                         allowed.append(i)
                 rows = {i: _report_row(items[i].report, items[i].body, now) for i in allowed}
-                inserted = _many(cur, sql["insert_report"], [rows[i] for i in allowed])
-                stored = []
-                for i, row in zip(allowed, inserted):
-                    if row is not None:
-                        stored.append(i)
-                        outcomes[i] = Outcome(201, "", "stored")
-                        continue
-                    owner = _many(cur, sql["report_owner"], [dict(report_id=items[i].report.report_id)])[0]
-                    if owner is not None and owner[0] != items[i].report.device.id:
-                        # Refused, but its rate-limit count stays (rare: a forged or buggy id).
-                        outcomes[i] = Outcome(409, "this report_id is stored for another device",
-                                              "rejected_foreign_report")
-                    else:
-                        outcomes[i] = Outcome(200, "", "duplicate")
-                if stored:
-                    self._store_details(cur, sql, [(items[i].report, rows[i]) for i in stored])
+                fresh = self._classify(cur, sql, items, rows, allowed, counted_state(order, counted, items),
+                                       outcomes)
+                if fresh:
+                    self._store_details(cur, sql, [(items[i].report, rows[i], kind) for i, kind in fresh])
             finally:
                 cur.close()
         return [o if o is not None else Outcome(500, "not processed", "error") for o in outcomes]
 
-    def _store_details(self, cur: Any, sql: dict[str, str], stored: list[tuple[ReportIn, dict[str, Any]]]) -> None:
-        """Findings, latest state, current findings, counters: none of these
-        needs another's result (current findings are rewritten only for the
-        report that ended up as its device's latest, decided in SQL)."""
+    def _classify(self, cur: Any, sql: dict[str, str], items: Sequence[Pending], rows: dict[int, dict[str, Any]],
+                  allowed: list[int], state: dict[str, tuple[str | None, float | None]],
+                  outcomes: list[Outcome | None]) -> list[tuple[int, str]]:
+        """Which allowed submissions are new, and whether each is a full
+        report or a heartbeat (it repeats the state of its device's latest
+        report and is newer than it). Already stored ids answer 200 (409 if
+        stored for another device). The auth UPDATE has locked every device
+        row of this batch, so no other transaction stores a report of these
+        devices until this one commits: looking an id up is as safe as a
+        unique key (which a partitioned table cannot have on report_id alone)."""
+        owners = _stored_owners(cur, sql, [items[i].report.report_id for i in allowed])
+        fresh: list[tuple[int, str]] = []
+        # A device's reports in time order, so each is compared with the one before it.
+        for i in sorted(allowed, key=lambda i: (items[i].report.device.id, rows[i]["started_at"],
+                                                items[i].report.report_id)):
+            report, row = items[i].report, rows[i]
+            owner = owners.get(report.report_id)
+            if owner is not None:
+                outcomes[i] = (Outcome(200, "", "duplicate") if owner == report.device.id else
+                               Outcome(409, "this report_id is stored for another device", "rejected_foreign_report"))
+                continue
+            owners[report.report_id] = report.device.id  # the same id twice in one batch
+            digest = state_hash(report)
+            row["state_hash"] = digest
+            known_hash, latest = state.get(report.device.id, (None, None))
+            newer = latest is None or row["started_at"] > latest
+            beat = newer and known_hash == digest
+            if newer:
+                state[report.device.id] = (digest, row["started_at"])
+            outcomes[i] = Outcome(201, "", "stored")
+            fresh.append((i, "heartbeat" if beat else "full"))
+        return fresh
+
+    def _store_details(self, cur: Any, sql: dict[str, str],
+                       stored: list[tuple[ReportIn, dict[str, Any], str]]) -> None:
+        """Full reports: the report row, findings, latest state, current
+        findings (upserted: a finding keeps its first_seen while it lasts).
+        Heartbeats: a slim row, the device's latest fields and counter, and
+        last_seen of its current findings. Both: the per-day counters. None
+        of these needs another's result (what is the device's latest or its
+        state's report is decided in SQL, in this order)."""
+        full = [(r, row) for r, row, kind in stored if kind == "full"]
+        beats = [(r, row) for r, row, kind in stored if kind == "heartbeat"]
         findings_rows, current_rows, per_day = [], [], {}
-        for r, row in stored:
+        for r, row in full:
             findings_rows += [dict(report_id=r.report_id, device_id=r.device.id, probe=p.probe, finding_id=f.id,
                                    severity=f.severity, summary=f.summary, started_at=row["started_at"])
                               for p in r.probes for f in p.findings]
             seen = {f.id: p.probe for p in r.probes for f in p.findings}
-            current_rows += [dict(device_id=r.device.id, report_id=r.report_id, finding_id=fid, probe=probe)
-                             for fid, probe in seen.items()]
+            current_rows += [dict(device_id=r.device.id, report_id=r.report_id, finding_id=fid, probe=probe,
+                                  started_at=row["started_at"]) for fid, probe in seen.items()]
+        for r, row, _ in stored:
             key = (datetime.fromtimestamp(row["started_at"], timezone.utc).date().isoformat(), r.verdict)
             per_day[key] = per_day.get(key, 0) + 1
         with _pipeline(cur):
+            _each(cur, sql["insert_report"], [{c: row[c] for c in _REPORT_COLUMNS} for _, row in full])
+            _each(cur, sql["insert_heartbeat"], [dict(report_id=r.report_id, device_id=r.device.id,
+                                                      started_at=row["started_at"]) for r, row in beats])
             _each(cur, sql["insert_finding"], findings_rows)
-            _each(cur, sql["latest_health"], [_latest_params(r, row) for r, row in stored if r.agent is not None])
-            _each(cur, sql["latest"], [_latest_params(r, row) for r, row in stored if r.agent is None])
-            _each(cur, sql["clear_current"], [dict(device_id=r.device.id, report_id=r.report_id)
-                                              for r, _ in stored])
-            _each(cur, sql["insert_current"], current_rows)
+            for name, group in (("latest", full), ("beat", beats)):
+                _each(cur, sql[name + "_health"], [_latest_params(r, row) for r, row in group if r.agent is not None])
+                _each(cur, sql[name], [_latest_params(r, row) for r, row in group if r.agent is None])
+            _each(cur, sql["upsert_current"], current_rows)
+            _each(cur, sql["clear_current"], [dict(device_id=r.device.id, report_id=r.report_id,
+                                                   started_at=row["started_at"]) for r, row in full])
+            _each(cur, sql["beat_current"], [dict(device_id=r.device.id, report_id=r.report_id,
+                                                  started_at=row["started_at"])
+                                             for r, row in beats if any(p.findings for p in r.probes)])
             _each(cur, sql["count_day"], [dict(day=d, verdict=v, n=n) for (d, v), n in sorted(per_day.items())])
 
     def _refused(self, conn: Connection, item: Pending) -> Outcome:
@@ -333,8 +370,91 @@ class Store:
 
     def _sql(self, conn: Connection) -> dict[str, str]:
         if self._statements is None:
-            self._statements = {name: _paramstyle(text, conn.dialect.name) for name, text in SUBMIT_SQL.items()}
+            dialect = conn.dialect.name
+            self._statements = {name: (text[dialect] if isinstance(text, dict) else _paramstyle(text, dialect))
+                                for name, text in SUBMIT_SQL.items()}
         return self._statements
+
+    # -- partitions and retention ----------------------------------------------------
+
+    def ensure_partitions(self, now: float, days_ahead: int = 3) -> list[str]:
+        """PostgreSQL: day partitions of reports and heartbeats from today to
+        `days_ahead` days on, so that reports land in a day table retention
+        can drop whole. Rows of such a day already in the DEFAULT partition
+        (a database just migrated) move into it. Returns the tables made;
+        nothing to do on SQLite."""
+        if self.engine.dialect.name != "postgresql":
+            return []
+        made: list[str] = []
+        wanted = {table: {_partition_name(table, int(now // 86400) + k): int(now // 86400) + k
+                          for k in range(days_ahead + 1)} for table in PARTITIONED}
+        with self.engine.connect() as conn:
+            existing = set(conn.exec_driver_sql(_PARTITIONS_SQL).scalars())
+        for table, days in wanted.items():
+            if set(days) <= existing:
+                continue  # the usual case: no DDL, no lock
+            with self._writer.begin() as conn:
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7345002)")  # replicas start together
+                # The parent first, as every query locks it before its partitions: no deadlock.
+                conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                existing = set(conn.exec_driver_sql(_PARTITIONS_SQL).scalars())
+                for name, day in days.items():
+                    if name in existing:
+                        continue
+                    lo, hi = day * 86400, (day + 1) * 86400
+                    conn.exec_driver_sql(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS)")
+                    conn.exec_driver_sql(f"WITH moved AS (DELETE FROM {table}_default WHERE started_at >= {lo} "
+                                         f"AND started_at < {hi} RETURNING *) INSERT INTO {name} SELECT * FROM moved")
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})")
+                    made.append(name)
+        return made
+
+    def purge_before(self, cutoff: float, batch: int = 2000) -> int:
+        """Retention: delete report rows that started before `cutoff`, `batch`
+        rows per transaction (short locks; ingest goes on between them).
+        The report that began each device's current state is kept, with its
+        findings, however old: it is the evidence behind what the fleet views
+        show now. On PostgreSQL a day partition wholly before the cutoff is
+        dropped instead (kept rows move to DEFAULT first). Returns rows deleted."""
+        deleted = self._drop_partitions(cutoff) if self.engine.dialect.name == "postgresql" else 0
+        keep = "SELECT state_report_id FROM devices WHERE state_report_id IS NOT NULL"
+        statements = [
+            f"DELETE FROM findings WHERE id IN (SELECT id FROM findings WHERE started_at < :cutoff "
+            f"AND report_id NOT IN ({keep}) LIMIT :n)",
+            f"DELETE FROM reports WHERE report_id IN (SELECT report_id FROM reports WHERE started_at < :cutoff "
+            f"AND report_id NOT IN ({keep}) LIMIT :n)",
+            "DELETE FROM heartbeats WHERE report_id IN (SELECT report_id FROM heartbeats WHERE started_at < :cutoff "
+            "LIMIT :n)",
+        ]
+        for statement in statements:
+            while True:
+                with self._writer.begin() as conn:
+                    count = conn.execute(sql_text(statement), dict(cutoff=cutoff, n=batch)).rowcount
+                deleted += max(count, 0)
+                if count < batch:
+                    break
+        return deleted
+
+    def _drop_partitions(self, cutoff: float) -> int:
+        dropped = 0
+        with self._writer.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7345002)")
+            for table in PARTITIONED:
+                conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                parts = conn.exec_driver_sql(
+                    "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                    "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass", (table,)).all()
+                for name, bound in parts:
+                    found = re.search(r"TO \('?([0-9.e+-]+)'?\)", bound or "")
+                    if not found or float(found.group(1)) > cutoff:
+                        continue  # DEFAULT, or not wholly before the cutoff
+                    conn.exec_driver_sql(f"ALTER TABLE {table} DETACH PARTITION {name}")
+                    if table == "reports":
+                        conn.exec_driver_sql(f"INSERT INTO reports SELECT * FROM {name} WHERE report_id IN "
+                                             "(SELECT state_report_id FROM devices)")
+                    dropped += conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar() or 0
+                    conn.exec_driver_sql(f"DROP TABLE {name}")
+        return dropped
 
     # -- reading ------------------------------------------------------------------
 
@@ -352,13 +472,15 @@ class Store:
                                        reports.c.verdict, reports.c.tunnel_state, reports.c.reconnect_s)
                                 .where(reports.c.device_id == device_id)
                                 .order_by(reports.c.started_at.desc()).limit(history)).all()
-            current = conn.execute(select(current_findings.c.finding_id, current_findings.c.probe)
+            current = conn.execute(select(current_findings.c.finding_id, current_findings.c.probe,
+                                          current_findings.c.first_seen, current_findings.c.last_seen)
                                    .where(current_findings.c.device_id == device_id)
                                    .order_by(current_findings.c.finding_id)).all()
             refused = conn.execute(select(clone_events).where(clone_events.c.device_id == device_id)
                                    .order_by(clone_events.c.seen_at.desc()).limit(20)).all()
         view = _device_view(row._mapping, now, interval_s)
-        view["current_findings"] = [dict(finding_id=c.finding_id, probe=c.probe) for c in current]
+        view["current_findings"] = [dict(finding_id=c.finding_id, probe=c.probe, first_seen=_iso(c.first_seen),
+                                         last_seen=_iso(c.last_seen)) for c in current]
         view["refused_enrollments"] = [dict(seen_at=_iso(e.seen_at), hostname=e.hostname, instance=e.instance,
                                             reason=e.reason) for e in refused]
         view["history"] = [dict(report_id=p.report_id, started_at=_iso(p.started_at), trigger=p.trigger,
@@ -368,8 +490,10 @@ class Store:
 
     def latest_report(self, device_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
+            # The full report that began the device's current state (later
+            # reports repeating it are heartbeats, stored without a body).
             body = conn.execute(select(reports.c.body).join(
-                devices, devices.c.last_report_id == reports.c.report_id)
+                devices, func.coalesce(devices.c.state_report_id, devices.c.last_report_id) == reports.c.report_id)
                 .where(devices.c.device_id == device_id)).scalar()
         return json.loads(body) if body else None
 
@@ -499,6 +623,8 @@ def _device_view(row: Any, now: float, interval_s: int) -> dict[str, Any]:
         "trigger": row["last_trigger"], "tunnel_state": row["tunnel_state"],
         "tunnel_kind": row["tunnel_kind"], "agent_version": row["agent_version"],
         "reconnect_s": row["reconnect_s"],
+        # Reports since the one that began the current state that repeated it.
+        "heartbeats": row["heartbeats"], "state_report_id": row["state_report_id"],
         # Set when its latest report claimed a start this far in the future.
         "clock_skew_s": row["clock_skew_s"],
         # A device that has not reported for twice its interval is stale.
@@ -517,35 +643,101 @@ _LATEST = ("last_report_id = :report_id, last_started_at = :started_at, last_ver
            "last_trigger = :trigger, tunnel_state = :tunnel_state, tunnel_kind = :tunnel_kind, "
            "agent_version = :agent_version, hostname = :hostname, os = :os, os_version = :os_version, "
            "reconnect_s = :reconnect_s, clock_skew_s = :clock_skew_s")
+_HEALTH = "spool_depth = :spool_depth, dropped = :dropped, last_upload = :last_upload, last_error = :last_error"
+_NEW_STATE = "state_hash = :state_hash, state_report_id = :report_id, heartbeats = 0"
+_BEAT = "heartbeats = heartbeats + 1"
 _NEWER = "WHERE device_id = :device_id AND (last_started_at IS NULL OR last_started_at < :started_at)"
 _IS_LATEST = "EXISTS (SELECT 1 FROM devices WHERE device_id = :device_id AND last_report_id = :report_id)"
-SUBMIT_SQL = {
+_IS_STATE = "EXISTS (SELECT 1 FROM devices WHERE device_id = :device_id AND state_report_id = :report_id)"
+SUBMIT_SQL: dict[str, Any] = {
     # Counts against the rate limit only with a live device token of this very device.
     # ... and against the device's storage budget for the UTC day (bytes of stored JSON).
+    # Returns the device's state too: a report repeating it is a heartbeat.
     "auth_rate": ("UPDATE devices SET rl_count = CASE WHEN rl_window = :window THEN rl_count + 1 ELSE 1 END, "
                   "rl_window = :window, last_seen = :now, "
                   "budget_bytes = CASE WHEN budget_day = :day THEN budget_bytes + :bytes ELSE :bytes END, "
                   "budget_day = :day WHERE device_id = :device_id AND EXISTS "
                   "(SELECT 1 FROM tokens WHERE token_hash = :token_hash AND kind = 'device' "
-                  "AND device_id = :device_id AND revoked_at IS NULL) RETURNING rl_count, budget_bytes"),
+                  "AND device_id = :device_id AND revoked_at IS NULL) "
+                  "RETURNING rl_count, budget_bytes, state_hash, last_started_at"),
     "insert_report": ("INSERT INTO reports (" + ", ".join(f'"{c}"' for c in _REPORT_COLUMNS) + ") VALUES ("
-                      + ", ".join(f":{c}" for c in _REPORT_COLUMNS)
-                      + ") ON CONFLICT (report_id) DO NOTHING RETURNING report_id"),
-    "report_owner": "SELECT device_id FROM reports WHERE report_id = :report_id",
+                      + ", ".join(f":{c}" for c in _REPORT_COLUMNS) + ")"),
+    "insert_heartbeat": "INSERT INTO heartbeats (report_id, device_id, started_at) VALUES (:report_id, :device_id, "
+                        ":started_at)",
     "insert_finding": ("INSERT INTO findings (report_id, device_id, probe, finding_id, severity, summary, "
                        "started_at) VALUES (:report_id, :device_id, :probe, :finding_id, :severity, :summary, "
                        ":started_at)"),
-    "latest": f"UPDATE devices SET {_LATEST} {_NEWER}",
-    "latest_health": (f"UPDATE devices SET {_LATEST}, spool_depth = :spool_depth, dropped = :dropped, "
-                      f"last_upload = :last_upload, last_error = :last_error {_NEWER}"),
-    # Run for every stored report, after "latest": only the device's latest matches.
-    "clear_current": f"DELETE FROM current_findings WHERE device_id = :device_id AND {_IS_LATEST}",
-    "insert_current": ("INSERT INTO current_findings (device_id, finding_id, probe) "
-                       "SELECT CAST(:device_id AS VARCHAR), CAST(:finding_id AS VARCHAR), CAST(:probe AS VARCHAR) "
-                       f"WHERE {_IS_LATEST}"),
+    "latest": f"UPDATE devices SET {_LATEST}, {_NEW_STATE} {_NEWER}",
+    "latest_health": f"UPDATE devices SET {_LATEST}, {_HEALTH}, {_NEW_STATE} {_NEWER}",
+    "beat": f"UPDATE devices SET {_LATEST}, {_BEAT} {_NEWER}",
+    "beat_health": f"UPDATE devices SET {_LATEST}, {_HEALTH}, {_BEAT} {_NEWER}",
+    # Run after the "latest" updates: only the report that began the device's
+    # current state matches. A finding it repeats keeps its first_seen.
+    "upsert_current": ("INSERT INTO current_findings (device_id, finding_id, probe, first_seen, last_seen) "
+                       "SELECT CAST(:device_id AS VARCHAR), CAST(:finding_id AS VARCHAR), CAST(:probe AS VARCHAR), "
+                       f":started_at, :started_at WHERE {_IS_STATE} "
+                       "ON CONFLICT (device_id, finding_id) DO UPDATE SET probe = excluded.probe, "
+                       "last_seen = excluded.last_seen"),
+    # ... and the findings that report no longer has (not seen at its time) go.
+    "clear_current": ("DELETE FROM current_findings WHERE device_id = :device_id AND "
+                      f"(last_seen IS NULL OR last_seen < :started_at) AND {_IS_STATE}"),
+    "beat_current": ("UPDATE current_findings SET last_seen = :started_at WHERE device_id = :device_id "
+                     f"AND {_IS_LATEST}"),
     "count_day": ("INSERT INTO daily_verdicts (day, verdict, reports) VALUES (:day, :verdict, :n) "
                   "ON CONFLICT (day, verdict) DO UPDATE SET reports = daily_verdicts.reports + excluded.reports"),
+    # Which of these ids are stored already, and for which device (reports or heartbeats).
+    "owners": {"sqlite": "SELECT report_id, device_id FROM reports WHERE report_id IN ({marks}) UNION ALL "
+                         "SELECT report_id, device_id FROM heartbeats WHERE report_id IN ({marks})",
+               "postgresql": "SELECT report_id, device_id FROM reports WHERE report_id = ANY(%(ids)s) UNION ALL "
+                             "SELECT CAST(report_id AS VARCHAR), device_id FROM heartbeats "
+                             "WHERE report_id = ANY(CAST(%(ids)s AS UUID[]))"},
 }
+
+# Evidence keys that hold measurements (durations, times), not state: a report
+# differing only in these repeats its device's state (their newest values
+# still reach the device row, e.g. reconnect_s).
+VOLATILE_EVIDENCE = ("_s", "_ms", "_at")
+
+
+def state_hash(report: ReportIn) -> str:
+    """What a device's state is, for change detection: verdict, tunnel,
+    each probe's status, and each finding's id, severity and evidence
+    (less VOLATILE_EVIDENCE keys). Summaries and guidance are the agent's
+    wording, not the device's state."""
+    probes = sorted(json.dumps([p.probe, p.status, sorted(
+        json.dumps([f.id, f.severity, {k: v for k, v in f.evidence.items() if not k.endswith(VOLATILE_EVIDENCE)}],
+                   sort_keys=True, default=str) for f in p.findings)]) for p in report.probes)
+    doc = [report.verdict, report.tunnel.state, report.tunnel.kind, sorted(report.tunnel.interfaces), probes]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+
+
+def counted_state(order: list[int], counted: list[Any], items: Sequence[Pending]
+                  ) -> dict[str, tuple[str | None, float | None]]:
+    """Each authorised device's state hash and latest start before this batch."""
+    state: dict[str, tuple[str | None, float | None]] = {}
+    for i, row in zip(order, counted):
+        if row is not None:
+            state.setdefault(items[i].report.device.id, (row[2], row[3]))
+    return state
+
+
+def _stored_owners(cur: Any, sql: dict[str, str], ids: list[str]) -> dict[str, str]:
+    if not ids:
+        return {}
+    if cur.__class__.__module__.startswith("psycopg"):
+        cur.execute(sql["owners"], dict(ids=ids))
+    else:
+        cur.execute(sql["owners"].format(marks=", ".join("?" * len(ids))), ids + ids)
+    return {rid: device for rid, device in cur.fetchall()}
+
+
+# PostgreSQL tables partitioned by day of started_at (migrations.py, step 4).
+PARTITIONED = ("reports", "heartbeats")
+_PARTITIONS_SQL = "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+
+
+def _partition_name(table: str, day: int) -> str:
+    return f"{table}_d" + datetime.fromtimestamp(day * 86400, timezone.utc).strftime("%Y%m%d")
 
 
 def _paramstyle(sql: str, dialect: str) -> str:
@@ -589,7 +781,7 @@ def _latest_params(report: ReportIn, row: dict[str, Any]) -> dict[str, Any]:
                   trigger=report.trigger, tunnel_state=report.tunnel.state, tunnel_kind=report.tunnel.kind,
                   agent_version=report.agent_version, hostname=report.device.hostname, os=report.device.os,
                   os_version=report.device.os_version, reconnect_s=row["reconnect_s"], device_id=report.device.id,
-                  clock_skew_s=row["clock_skew_s"])
+                  clock_skew_s=row["clock_skew_s"], state_hash=row.get("state_hash"))
     if report.agent is not None:
         params.update(spool_depth=report.agent.spool_depth, dropped=report.agent.dropped,
                       last_upload=report.agent.last_upload, last_error=report.agent.last_error)

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="agents' interval in seconds; stale after twice this")
     serve.add_argument("--daily-bytes", type=int, default=16 << 20,
                        help="per-device storage budget: report bytes stored per UTC day")
+    serve.add_argument("--retention-days", type=int, default=0,
+                       help="delete reports older than this many days, in the background (0: keep all)")
 
     serve.set_defaults(func=_serve)
 
@@ -89,7 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
                          if args.enroll_secret_file else "",
                          max_body_bytes=args.max_body, rate_limit=args.rate_limit,
                          rate_window_s=args.rate_window, device_interval_s=args.device_interval,
-                         device_daily_bytes=args.daily_bytes, secure_cookies=bool(args.tls_cert))
+                         device_daily_bytes=args.daily_bytes, retention_days=args.retention_days,
+                         secure_cookies=bool(args.tls_cert))
     serve(settings, args.listen, args.port, args.workers, args.tls_cert, args.tls_key)
     return 0
 
