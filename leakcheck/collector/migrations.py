@@ -167,6 +167,11 @@ CREATE INDEX ix_heartbeats_started ON heartbeats (started_at);
 # id up, which serialises a device's submissions (leakcheck.collector.store).
 # Existing rows move to the DEFAULT partition; the collector creates the day
 # partitions ahead (store.ensure_partitions) and retention drops whole ones.
+# Heartbeats, most of the rows, carry one index (report_id): retention drops
+# whole day partitions, so they need none on started_at (SQLite's do).
+# Every report updates its device's row (and a heartbeat its current
+# findings' last_seen): half-empty pages let those be HOT updates, whose old
+# versions are pruned in place instead of piling up until a vacuum.
 _V4_POSTGRESQL = _V4_COMMON + """
 ALTER TABLE reports RENAME TO reports_v3;
 DROP INDEX ix_reports_device_started;
@@ -199,7 +204,8 @@ CREATE TABLE heartbeats (
 ) PARTITION BY RANGE (started_at);
 CREATE TABLE heartbeats_default PARTITION OF heartbeats DEFAULT;
 CREATE INDEX ix_heartbeats_id ON heartbeats (report_id);
-CREATE INDEX ix_heartbeats_started ON heartbeats (started_at);
+ALTER TABLE devices SET (fillfactor = 50);
+ALTER TABLE current_findings SET (fillfactor = 50);
 """
 
 _TYPES = {"sqlite": {"serial": "INTEGER", "bigserial": "INTEGER"},

@@ -98,7 +98,7 @@ heartbeats = Table(
     Column("report_id", String(36), nullable=False),
     Column("device_id", String(128), nullable=False),
     Column("started_at", Float, nullable=False),
-    Index("ix_heartbeats_started", "started_at"),
+    # Indexes differ per database (migrations.py, step 4).
 )
 
 findings = Table(

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import re
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -520,11 +520,19 @@ class Store:
     def summary(self, now: float, interval_s: int, days: int) -> dict[str, Any]:
         stale_before = now - 2 * interval_s
         with self.engine.connect() as conn:
-            per_verdict = conn.execute(select(devices.c.last_verdict, func.count())
-                                       .group_by(devices.c.last_verdict)).all()
-            per_os = conn.execute(select(devices.c.os, func.count()).group_by(devices.c.os)).all()
-            stale = conn.execute(select(func.count()).where(or_(
-                devices.c.last_started_at.is_(None), devices.c.last_started_at < stale_before))).scalar()
+            # One pass over the devices for verdicts, OSes and staleness (at
+            # 100,000 devices each pass is what the summary costs).
+            is_stale = case((or_(devices.c.last_started_at.is_(None), devices.c.last_started_at < stale_before),
+                             1), else_=0)
+            groups = conn.execute(select(devices.c.last_verdict, devices.c.os, func.count(), func.sum(is_stale))
+                                  .group_by(devices.c.last_verdict, devices.c.os)).all()
+            per_verdict_n: dict[str | None, int] = {}
+            per_os_n: dict[str, int] = {}
+            for verdict, os_name, n, n_stale in groups:
+                per_verdict_n[verdict] = per_verdict_n.get(verdict, 0) + int(n)
+                per_os_n[os_name] = per_os_n.get(os_name, 0) + int(n)
+            per_verdict, per_os = list(per_verdict_n.items()), list(per_os_n.items())
+            stale = sum(int(n_stale or 0) for *_, n_stale in groups)
             per_finding = conn.execute(select(current_findings.c.finding_id, current_findings.c.probe,
                                               func.count()).group_by(current_findings.c.finding_id,
                                                                      current_findings.c.probe)
