@@ -232,22 +232,25 @@ class Store:
         BEGIN/COMMIT, and on PostgreSQL a handful of pipelined round trips,
         however many reports). Each gets its own outcome, as if submitted alone:
 
-        - auth + rate limit: one UPDATE of the device's counters that matches
-          only with a live device token *of the report's device*; no match is
-          classified afterwards (401 unknown/revoked, 403 analyst token or
-          another device's report);
-        - 429 when over the limit (the count stays: a flood is still a flood),
-          or when the device's stored bytes for the UTC day would pass
+        - the batch's device rows are locked and read (SELECT ... FOR UPDATE
+          in device_id order, so two replicas' batches lock in the same order:
+          no deadlock; SQLite's writer already holds the database), and the
+          batch's tokens looked up: a report needs a live device token of its
+          own device (else 401 unknown/revoked, 403 analyst token or another
+          device's report);
+        - 429 when over the rate limit (the count stays: a flood is still a
+          flood), or when the device's stored bytes for the UTC day would pass
           `daily_bytes` (its storage budget; Retry-After: the next UTC day);
-        - INSERT ... ON CONFLICT (report_id) DO NOTHING: stored (201), or
-          already stored (200), or stored for another device (409);
-        - then its findings, the device's latest state (only a newer report
-          replaces it), current findings, and the per-day counters (summed
-          per batch, written last, just before COMMIT, in a fixed order); on
-          PostgreSQL these go in one pipeline, a single round trip.
-
-        Rows are visited in (device_id, report_id) order so two replicas'
-        concurrent batches lock the same rows in the same order (no deadlock).
+        - a report_id already stored answers 200 (409 if another device's);
+        - a new report is a heartbeat if it repeats the state of its device's
+          latest report and is newer, else a full row (see _classify);
+        - then ONE update per device (counters, and the latest state if a
+          report of the batch is newer: decided here, under the lock), the
+          rows, current findings, and the per-day counters (summed per batch,
+          written last, in a fixed order); on PostgreSQL in one pipeline.
+          One row version per device and batch, not two per report: every
+          report updates its device, and at 100,000 devices those versions
+          are what the fleet summary has to scan past.
         """
         now = time.time()
         window = int(now // window_s)
@@ -261,38 +264,39 @@ class Store:
             sql = self._sql(conn)
             cur = conn.connection.cursor()
             try:
-                counted = _many(cur, sql["auth_rate"], [dict(
-                    window=window, now=now, device_id=items[i].report.device.id, day=day,
-                    bytes=len(items[i].body.encode("utf-8")), token_hash=items[i].token_hash) for i in order])
+                devs = _locked_devices(cur, sql, sorted({items[i].report.device.id for i in order}))
+                holders = _token_holders(cur, sql, sorted({items[i].token_hash for i in order}))
                 allowed = []
-                for i, row in zip(order, counted):
-                    if row is None:
-                        outcomes[i] = self._refused(conn, items[i])
-                    elif row[0] > limit:
+                for i in order:
+                    report, dev = items[i].report, devs.get(items[i].report.device.id)
+                    refused = _refusal(holders.get(items[i].token_hash), report.device.id, dev is not None)
+                    if refused is not None:
+                        outcomes[i] = refused
+                        continue
+                    count, spent = dev.count(window, day, len(items[i].body.encode("utf-8")), now)
+                    if count > limit:
                         outcomes[i] = Outcome(429, "too many reports from this device", "rate_limited",
                                               retry_after=max(1, math.ceil((window + 1) * window_s - now)))
-                    elif row[1] > daily_bytes:
+                    elif spent > daily_bytes:
                         outcomes[i] = Outcome(429, "this device's storage budget for today is spent",
                                               "over_budget", retry_after=max(1, math.ceil((day + 1) * 86400 - now)))
                     else:
                         allowed.append(i)
                 rows = {i: _report_row(items[i].report, items[i].body, now) for i in allowed}
-                fresh = self._classify(cur, sql, items, rows, allowed, counted_state(order, counted, items),
-                                       outcomes)
-                if fresh:
-                    self._store_details(cur, sql, [(items[i].report, rows[i], kind) for i, kind in fresh])
+                fresh = self._classify(cur, sql, items, rows, allowed, devs, outcomes)
+                self._store_details(cur, sql, [(items[i].report, rows[i], kind) for i, kind in fresh], devs)
             finally:
                 cur.close()
         return [o if o is not None else Outcome(500, "not processed", "error") for o in outcomes]
 
     def _classify(self, cur: Any, sql: dict[str, str], items: Sequence[Pending], rows: dict[int, dict[str, Any]],
-                  allowed: list[int], state: dict[str, tuple[str | None, float | None]],
+                  allowed: list[int], devs: dict[str, "_Device"],
                   outcomes: list[Outcome | None]) -> list[tuple[int, str]]:
         """Which allowed submissions are new, and whether each is a full
         report or a heartbeat (it repeats the state of its device's latest
         report and is newer than it). Already stored ids answer 200 (409 if
-        stored for another device). The auth UPDATE has locked every device
-        row of this batch, so no other transaction stores a report of these
+        stored for another device). This batch holds the lock on each of its
+        device rows, so no other transaction stores a report of these
         devices until this one commits: looking an id up is as safe as a
         unique key (which a partitioned table cannot have on report_id alone)."""
         owners = _stored_owners(cur, sql, [items[i].report.report_id for i in allowed])
@@ -307,19 +311,14 @@ class Store:
                                Outcome(409, "this report_id is stored for another device", "rejected_foreign_report"))
                 continue
             owners[report.report_id] = report.device.id  # the same id twice in one batch
-            digest = state_hash(report)
-            row["state_hash"] = digest
-            known_hash, latest = state.get(report.device.id, (None, None))
-            newer = latest is None or row["started_at"] > latest
-            beat = newer and known_hash == digest
-            if newer:
-                state[report.device.id] = (digest, row["started_at"])
+            row["state_hash"] = state_hash(report)
+            kind = devs[report.device.id].take(report, row)
             outcomes[i] = Outcome(201, "", "stored")
-            fresh.append((i, "heartbeat" if beat else "full"))
+            fresh.append((i, kind))
         return fresh
 
-    def _store_details(self, cur: Any, sql: dict[str, str],
-                       stored: list[tuple[ReportIn, dict[str, Any], str]]) -> None:
+    def _store_details(self, cur: Any, sql: dict[str, str], stored: list[tuple[ReportIn, dict[str, Any], str]],
+                       devs: dict[str, "_Device"]) -> None:
         """Full reports: the report row, findings, latest state, current
         findings (upserted: a finding keeps its first_seen while it lasts).
         Heartbeats: a slim row, the device's latest fields and counter, and
@@ -344,9 +343,12 @@ class Store:
             _each(cur, sql["insert_heartbeat"], [dict(report_id=r.report_id, device_id=r.device.id,
                                                       started_at=row["started_at"]) for r, row in beats])
             _each(cur, sql["insert_finding"], findings_rows)
-            for name, group in (("latest", full), ("beat", beats)):
-                _each(cur, sql[name + "_health"], [_latest_params(r, row) for r, row in group if r.agent is not None])
-                _each(cur, sql[name], [_latest_params(r, row) for r, row in group if r.agent is None])
+            # Devices in id order (the order they were locked in).
+            updates = [devs[d].params() for d in sorted(devs) if devs[d].last_seen is not None]
+            _each(cur, sql["device"], [u for u in updates if u.get("report_id") is None])
+            _each(cur, sql["device_latest"], [u for u in updates if u.get("report_id") is not None
+                                              and "spool_depth" not in u])
+            _each(cur, sql["device_health"], [u for u in updates if "spool_depth" in u])
             _each(cur, sql["upsert_current"], current_rows)
             _each(cur, sql["clear_current"], [dict(device_id=r.device.id, report_id=r.report_id,
                                                    started_at=row["started_at"]) for r, row in full])
@@ -354,19 +356,6 @@ class Store:
                                                   started_at=row["started_at"])
                                              for r, row in beats if any(p.findings for p in r.probes)])
             _each(cur, sql["count_day"], [dict(day=d, verdict=v, n=n) for (d, v), n in sorted(per_day.items())])
-
-    def _refused(self, conn: Connection, item: Pending) -> Outcome:
-        """Why the auth UPDATE matched nothing (the rare path: one more query)."""
-        row = conn.execute(select(tokens.c.kind, tokens.c.device_id).where(
-            tokens.c.token_hash == item.token_hash, tokens.c.revoked_at.is_(None))).first()
-        if row is None:
-            return Outcome(401, "unknown or revoked token", "rejected_token")
-        if row.kind != "device":
-            return Outcome(403, "only a device token can submit reports", "rejected_token")
-        if row.device_id != item.report.device.id:
-            return Outcome(403, "a device token can only submit its own device's reports",
-                           "rejected_foreign_device")
-        return Outcome(401, "unknown or revoked token", "rejected_token")
 
     def _sql(self, conn: Connection) -> dict[str, str]:
         if self._statements is None:
@@ -652,22 +641,23 @@ _LATEST = ("last_report_id = :report_id, last_started_at = :started_at, last_ver
            "agent_version = :agent_version, hostname = :hostname, os = :os, os_version = :os_version, "
            "reconnect_s = :reconnect_s, clock_skew_s = :clock_skew_s")
 _HEALTH = "spool_depth = :spool_depth, dropped = :dropped, last_upload = :last_upload, last_error = :last_error"
-_NEW_STATE = "state_hash = :state_hash, state_report_id = :report_id, heartbeats = 0"
-_BEAT = "heartbeats = heartbeats + 1"
-_NEWER = "WHERE device_id = :device_id AND (last_started_at IS NULL OR last_started_at < :started_at)"
+_STATE = "state_hash = :state_hash, state_report_id = :state_report_id, heartbeats = :heartbeats"
+_COUNTERS = ("rl_window = :rl_window, rl_count = :rl_count, budget_day = :budget_day, "
+             "budget_bytes = :budget_bytes, last_seen = :last_seen")
 _IS_LATEST = "EXISTS (SELECT 1 FROM devices WHERE device_id = :device_id AND last_report_id = :report_id)"
 _IS_STATE = "EXISTS (SELECT 1 FROM devices WHERE device_id = :device_id AND state_report_id = :report_id)"
 SUBMIT_SQL: dict[str, Any] = {
-    # Counts against the rate limit only with a live device token of this very device.
-    # ... and against the device's storage budget for the UTC day (bytes of stored JSON).
-    # Returns the device's state too: a report repeating it is a heartbeat.
-    "auth_rate": ("UPDATE devices SET rl_count = CASE WHEN rl_window = :window THEN rl_count + 1 ELSE 1 END, "
-                  "rl_window = :window, last_seen = :now, "
-                  "budget_bytes = CASE WHEN budget_day = :day THEN budget_bytes + :bytes ELSE :bytes END, "
-                  "budget_day = :day WHERE device_id = :device_id AND EXISTS "
-                  "(SELECT 1 FROM tokens WHERE token_hash = :token_hash AND kind = 'device' "
-                  "AND device_id = :device_id AND revoked_at IS NULL) "
-                  "RETURNING rl_count, budget_bytes, state_hash, last_started_at"),
+    # The batch's devices, locked in id order (PostgreSQL; SQLite's writer holds the database).
+    "lock_devices": {"sqlite": "SELECT device_id, rl_window, rl_count, budget_day, budget_bytes, state_hash, "
+                               "state_report_id, heartbeats, last_started_at FROM devices WHERE device_id IN ({marks}) "
+                               "ORDER BY device_id",
+                     "postgresql": "SELECT device_id, rl_window, rl_count, budget_day, budget_bytes, state_hash, "
+                                   "state_report_id, heartbeats, last_started_at FROM devices "
+                                   "WHERE device_id = ANY(%(ids)s) ORDER BY device_id FOR UPDATE"},
+    "token_holders": {"sqlite": "SELECT token_hash, kind, device_id FROM tokens WHERE revoked_at IS NULL "
+                                "AND token_hash IN ({marks})",
+                      "postgresql": "SELECT token_hash, kind, device_id FROM tokens WHERE revoked_at IS NULL "
+                                    "AND token_hash = ANY(%(ids)s)"},
     "insert_report": ("INSERT INTO reports (" + ", ".join(f'"{c}"' for c in _REPORT_COLUMNS) + ") VALUES ("
                       + ", ".join(f":{c}" for c in _REPORT_COLUMNS) + ")"),
     "insert_heartbeat": "INSERT INTO heartbeats (report_id, device_id, started_at) VALUES (:report_id, :device_id, "
@@ -675,11 +665,11 @@ SUBMIT_SQL: dict[str, Any] = {
     "insert_finding": ("INSERT INTO findings (report_id, device_id, probe, finding_id, severity, summary, "
                        "started_at) VALUES (:report_id, :device_id, :probe, :finding_id, :severity, :summary, "
                        ":started_at)"),
-    "latest": f"UPDATE devices SET {_LATEST}, {_NEW_STATE} {_NEWER}",
-    "latest_health": f"UPDATE devices SET {_LATEST}, {_HEALTH}, {_NEW_STATE} {_NEWER}",
-    "beat": f"UPDATE devices SET {_LATEST}, {_BEAT} {_NEWER}",
-    "beat_health": f"UPDATE devices SET {_LATEST}, {_HEALTH}, {_BEAT} {_NEWER}",
-    # Run after the "latest" updates: only the report that began the device's
+    # One update per device and batch: its counters, and its latest report if the batch had a newer one.
+    "device": f"UPDATE devices SET {_COUNTERS} WHERE device_id = :device_id",
+    "device_latest": f"UPDATE devices SET {_COUNTERS}, {_LATEST}, {_STATE} WHERE device_id = :device_id",
+    "device_health": f"UPDATE devices SET {_COUNTERS}, {_LATEST}, {_STATE}, {_HEALTH} WHERE device_id = :device_id",
+    # Run after the device updates: only the report that began the device's
     # current state matches. A finding it repeats keeps its first_seen.
     "upsert_current": ("INSERT INTO current_findings (device_id, finding_id, probe, first_seen, last_seen) "
                        "SELECT CAST(:device_id AS VARCHAR), CAST(:finding_id AS VARCHAR), CAST(:probe AS VARCHAR), "
@@ -719,14 +709,77 @@ def state_hash(report: ReportIn) -> str:
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
 
 
-def counted_state(order: list[int], counted: list[Any], items: Sequence[Pending]
-                  ) -> dict[str, tuple[str | None, float | None]]:
-    """Each authorised device's state hash and latest start before this batch."""
-    state: dict[str, tuple[str | None, float | None]] = {}
-    for i, row in zip(order, counted):
-        if row is not None:
-            state.setdefault(items[i].report.device.id, (row[2], row[3]))
-    return state
+class _Device:
+    """A device row locked by the batch: its counters and latest state as
+    read, changed in memory by each of the batch's reports in turn, and
+    written back once (params)."""
+
+    def __init__(self, row: Any):
+        (self.device_id, self.rl_window, self.rl_count, self.budget_day, self.budget_bytes, self.state_hash,
+         self.state_report_id, self.heartbeats, self.latest_started) = row
+        self.last_seen: float | None = None
+        self.latest: tuple[ReportIn, dict[str, Any]] | None = None  # a newer report from this batch
+
+    def count(self, window: int, day: int, size: int, now: float) -> tuple[int, int]:
+        """Count one submission against the rate limit and the day's budget."""
+        self.rl_count = self.rl_count + 1 if self.rl_window == window else 1
+        self.rl_window = window
+        self.budget_bytes = self.budget_bytes + size if self.budget_day == day else size
+        self.budget_day = day
+        self.last_seen = now
+        return self.rl_count, self.budget_bytes
+
+    def take(self, report: ReportIn, row: dict[str, Any]) -> str:
+        """A new report (in time order): 'heartbeat' if newer than the latest
+        and of the same state, else 'full'; a newer one becomes the latest."""
+        if self.latest_started is not None and row["started_at"] <= self.latest_started:
+            return "full"  # late (spooled): kept whole, the device's state stays
+        beat = self.state_hash == row["state_hash"]
+        self.latest, self.latest_started = (report, row), row["started_at"]
+        if beat:
+            self.heartbeats += 1
+        else:
+            self.state_hash, self.state_report_id, self.heartbeats = row["state_hash"], report.report_id, 0
+        return "heartbeat" if beat else "full"
+
+    def params(self) -> dict[str, Any]:
+        out = dict(device_id=self.device_id, rl_window=self.rl_window, rl_count=self.rl_count,
+                   budget_day=self.budget_day, budget_bytes=self.budget_bytes, last_seen=self.last_seen)
+        if self.latest is not None:
+            out.update(_latest_params(*self.latest), state_hash=self.state_hash,
+                       state_report_id=self.state_report_id, heartbeats=self.heartbeats)
+        return out
+
+
+def _locked_devices(cur: Any, sql: dict[str, str], ids: list[str]) -> dict[str, _Device]:
+    return {row[0]: _Device(row) for row in _select_in(cur, sql["lock_devices"], ids)}
+
+
+def _token_holders(cur: Any, sql: dict[str, str], hashes: list[str]) -> dict[str, tuple[str, str | None]]:
+    return {h: (kind, device) for h, kind, device in _select_in(cur, sql["token_holders"], hashes)}
+
+
+def _refusal(holder: tuple[str, str | None] | None, device_id: str, enrolled: bool) -> Outcome | None:
+    """None if a live device token of this very device came with the report."""
+    if holder is None:
+        return Outcome(401, "unknown or revoked token", "rejected_token")
+    if holder[0] != "device":
+        return Outcome(403, "only a device token can submit reports", "rejected_token")
+    if holder[1] != device_id:
+        return Outcome(403, "a device token can only submit its own device's reports", "rejected_foreign_device")
+    if not enrolled:
+        return Outcome(401, "unknown or revoked token", "rejected_token")
+    return None
+
+
+def _select_in(cur: Any, statement: str, values: list[str]) -> list[Any]:
+    if not values:
+        return []
+    if cur.__class__.__module__.startswith("psycopg"):
+        cur.execute(statement, dict(ids=values))
+    else:
+        cur.execute(statement.format(marks=", ".join("?" * len(values))), values)
+    return cur.fetchall()
 
 
 def _stored_owners(cur: Any, sql: dict[str, str], ids: list[str]) -> dict[str, str]:
