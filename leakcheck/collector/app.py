@@ -59,6 +59,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.router.add_event_handler("shutdown", app.state.maintenance.stop)
     app.router.add_event_handler("shutdown", app.state.ingest.close)
     app.router.add_event_handler("shutdown", engine.dispose)
+    # The hot path for well-formed submissions (routes/reports.py), inside the body limit.
+    app.add_middleware(reports.FastSubmit)
     # Outermost: an oversize body is refused before routing or parsing.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -1,11 +1,14 @@
 """Every SQL statement of the collector. Routes call these functions only.
 
 Written for many stateless replicas over one PostgreSQL: every write is a
-single transaction whose effects are idempotent on `report_id` (the
-primary key decides which replica stores a report; the loser stores
-nothing), and counters are updated in place by the database. Submissions
-are stored in batches, one transaction each (see submit_batch and
-leakcheck.collector.ingest), with hand-written SQL: that path is hot.
+single transaction whose effects are idempotent on `report_id` (a
+submission locks its device's row before it looks the id up, so of two
+replicas storing the same report the second finds it and stores nothing),
+and counters are updated in place by the database. Submissions are stored
+in batches, one transaction each (see submit_batch and
+leakcheck.collector.ingest), with hand-written SQL: that path is hot. A
+report that repeats its device's state is stored as a heartbeat, not in
+full (issue 13: changes, not repeats).
 """
 
 from __future__ import annotations
