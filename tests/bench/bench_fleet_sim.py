@@ -215,7 +215,15 @@ def main() -> int:
     parser.add_argument("--change", type=float, default=0.02, help="share of reports differing from the previous")
     parser.add_argument("--batch", type=int, default=256, help="reports per transaction")
     parser.add_argument("--repeat", type=int, default=20, help="fleet summary requests")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="measure the fleet summary on the database a previous run left (no simulation)")
     args = parser.parse_args()
+    if args.summary_only:
+        times = summary_latency(PG, args.repeat)
+        print(f"fleet summary on the existing database: median {statistics.median(times) * 1000:.0f} ms, "
+              f"max {max(times) * 1000:.0f} ms ({args.repeat} requests, HTTP in-process), load average "
+              f"{os.getloadavg()[0]:.2f}")
+        return 0
 
     from tests.collector.conftest import reset_postgres
 
