@@ -733,11 +733,14 @@ class _Device:
         return self.rl_count, self.budget_bytes
 
     def take(self, report: ReportIn, row: dict[str, Any]) -> str:
-        """A new report (in time order): 'heartbeat' if newer than the latest
-        and of the same state, else 'full'; a newer one becomes the latest."""
+        """A new report (in time order): 'heartbeat' if scheduled, newer than
+        the latest and of the same state, else 'full'; a newer one becomes
+        the latest."""
         if self.latest_started is not None and row["started_at"] <= self.latest_started:
             return "full"  # late (spooled): kept whole, the device's state stays
-        beat = self.state_hash == row["state_hash"]
+        # Only scheduled runs repeat: a run a network change or a person set
+        # off is kept whole, as the evidence of what that change did.
+        beat = report.trigger == "schedule" and self.state_hash == row["state_hash"]
         self.latest, self.latest_started = (report, row), row["started_at"]
         if beat:
             self.heartbeats += 1

@@ -92,6 +92,19 @@ def test_an_older_report_repeating_the_state_is_a_full_row(client, app, table_co
     assert app.state.store.device("dev-1", time.time(), 900)["last_report_id"] == latest["report_id"]
 
 
+def test_a_network_change_or_manual_run_is_kept_whole_even_when_it_repeats(client, app, table_counts):
+    token = enroll(client)
+    assert _post(client, token, make_report(started=_hours_ago(3))).status_code == 201
+    before = table_counts()
+    for hours, trigger in ((2, "network-change"), (1.5, "manual")):
+        assert _post(client, token, make_report(started=_hours_ago(hours), trigger=trigger)).status_code == 201
+    after = table_counts()
+    assert (after["reports"] - before["reports"], after["heartbeats"]) == (2, before["heartbeats"])
+    # The scheduled run after them repeats the state: a heartbeat again.
+    assert _post(client, token, make_report(started=_hours_ago(1))).status_code == 201
+    assert table_counts()["heartbeats"] == before["heartbeats"] + 1
+
+
 def test_a_batch_of_repeats_from_one_device(client, app, table_counts):
     """Group commit: a device's reports in one batch are compared in time order."""
     from leakcheck.collector import security
