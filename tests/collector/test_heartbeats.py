@@ -177,6 +177,10 @@ def test_postgres_day_partitions_are_made_ahead_and_dropped_whole(client, app, d
     SQLite side proves ensure_partitions is a no-op there."""
     store = app.state.store
     now = time.time()
+    token = enroll(client)
+    # A report 40 days old lands in DEFAULT (no partition for its day yet) ...
+    old = make_report(started=_hours_ago(40 * 24))
+    assert _post(client, token, old).status_code == 201
     made = store.ensure_partitions(now - 40 * 86400, days_ahead=0)
     if store.engine.dialect.name != "postgresql":
         assert made == []
@@ -186,15 +190,15 @@ def test_postgres_day_partitions_are_made_ahead_and_dropped_whole(client, app, d
     with store.engine.connect() as conn:
         parts = set(conn.execute(text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                                       "WHERE i.inhparent = 'reports'::regclass")).scalars())
+        # ... and moves into the day's partition when that is made.
+        assert conn.execute(text("SELECT count(*) FROM reports_default")).scalar() == 0
     today = time.strftime("%Y%m%d", time.gmtime(now))
     assert {f"reports_d{today}", f"reports_d{day}", "reports_default"} <= parts
-    token = enroll(client)
-    old = make_report(started=_hours_ago(40 * 24))
-    assert _post(client, token, old).status_code == 201
     newer = make_report(verdict="leak", findings=[leak_finding()], started=_hours_ago(1))
     assert _post(client, token, newer).status_code == 201
     with store.engine.connect() as conn:
         assert conn.execute(text(f"SELECT report_id FROM reports_d{day}")).scalars().all() == [old["report_id"]]
+        assert conn.execute(text(f"SELECT report_id FROM reports_d{today}")).scalars().all() == [newer["report_id"]]
     assert store.purge_before(now - 10 * 86400) == 1
     with store.engine.connect() as conn:
         gone = conn.execute(text(f"SELECT to_regclass('reports_d{day}')")).scalar()
