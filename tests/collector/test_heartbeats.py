@@ -205,3 +205,41 @@ def test_postgres_day_partitions_are_made_ahead_and_dropped_whole(client, app, d
         assert gone is None
         assert conn.execute(text(f"SELECT to_regclass('reports_d{today}')")).scalar() is not None
         assert conn.execute(text("SELECT report_id FROM reports")).scalars().all() == [newer["report_id"]]
+
+
+
+def test_the_retention_setting_purges_in_the_background(client, app, db):
+    """`collector serve --retention-days N` -> Settings.retention_days -> a
+    maintenance thread started with the app; no request needed."""
+    import argparse
+
+    from fastapi.testclient import TestClient
+
+    from leakcheck.collector.app import create_app
+    from leakcheck.collector.settings import Settings
+    from leakcheck.commands import collector as command
+    from tests.collector.conftest import SECRET
+
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["collector", "serve", "--db", db, "--retention-days", "10"])
+    assert args.retention_days == 10
+
+    token = enroll(client)
+    old = make_report(started=days_ago(30))
+    recent = make_report(verdict="leak", findings=[leak_finding()], started=days_ago(1))
+    for doc in (old, recent):
+        assert _post(client, token, doc).status_code == 201
+    retaining = create_app(Settings(db=db, enroll_secret=SECRET, retention_days=args.retention_days))
+    try:
+        with TestClient(retaining):
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                with retaining.state.store.engine.connect() as conn:
+                    ids = set(conn.execute(text("SELECT report_id FROM reports")).scalars())
+                if old["report_id"] not in ids:
+                    break
+                time.sleep(0.05)
+            assert ids == {recent["report_id"]}
+    finally:
+        retaining.state.store.engine.dispose()
