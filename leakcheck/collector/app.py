@@ -3,6 +3,8 @@ each app owns its engine, store and metrics (tests build as many as they like)."
 
 from __future__ import annotations
 
+import time
+
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +19,7 @@ from leakcheck.collector.deps import refusal
 from leakcheck.collector.ingest import Ingest
 from leakcheck.collector.limits import BodyLimit
 from leakcheck.collector.flowstore import FlowStore
+from leakcheck.collector.maintenance import Maintenance
 from leakcheck.collector.routes import (advisories, conformance, devices, enroll, export, findings, fleet, flows,
                                         flows_web, health, reports, web)
 from leakcheck.collector.schema import migrate
@@ -36,6 +39,9 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.state.flow_store = FlowStore(engine)
     app.state.ingest = Ingest(app.state.store, settings.rate_limit, settings.rate_window_s,
                               daily_bytes=settings.device_daily_bytes)
+    if run_migrations:
+        app.state.store.ensure_partitions(time.time())
+    app.state.maintenance = Maintenance(app.state.store, settings.retention_days, settings.maintenance_interval_s)
     app.state.enroll_failures = enroll.FailureLimit(settings.enroll_failures_per_minute, 60.0)
     app.state.metrics = health.Metrics()
     for module in (enroll, reports, flows, devices, findings, fleet, export, health, conformance, web, advisories,
@@ -66,8 +72,12 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
                   for e in exc.errors()][:20]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    app.router.add_event_handler("startup", app.state.maintenance.start)
+    app.router.add_event_handler("shutdown", app.state.maintenance.stop)
     app.router.add_event_handler("shutdown", app.state.ingest.close)
     app.router.add_event_handler("shutdown", engine.dispose)
+    # The hot path for well-formed submissions (routes/reports.py), inside the body limit.
+    app.add_middleware(reports.FastSubmit)
     # Outermost: an oversize body is refused before routing or parsing.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -234,15 +234,91 @@ CREATE TABLE flow_batches (
 CREATE INDEX ix_flow_batches_received ON flow_batches (received_at);
 """
 
+# Issue 13: store changes, not repeats. A report that repeats its device's
+# state is a heartbeat: a slim row (for idempotency on report_id) and
+# counters on the device; the device remembers its state's hash and the full
+# report that began it; current findings know when they were first and last
+# seen. Both dialects share this part.
+_V6_COMMON = """
+ALTER TABLE devices ADD COLUMN state_hash VARCHAR(64);
+ALTER TABLE devices ADD COLUMN state_report_id VARCHAR(36);
+ALTER TABLE devices ADD COLUMN heartbeats BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE current_findings ADD COLUMN first_seen FLOAT;
+ALTER TABLE current_findings ADD COLUMN last_seen FLOAT;
+UPDATE current_findings SET first_seen = (SELECT last_started_at FROM devices
+    WHERE devices.device_id = current_findings.device_id),
+    last_seen = (SELECT last_started_at FROM devices WHERE devices.device_id = current_findings.device_id);
+UPDATE devices SET state_report_id = last_report_id;
+"""
+
+_V6_SQLITE = _V6_COMMON + """
+CREATE TABLE heartbeats (
+    report_id VARCHAR(36) NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    started_at FLOAT NOT NULL,
+    PRIMARY KEY (report_id)
+);
+CREATE INDEX ix_heartbeats_started ON heartbeats (started_at);
+"""
+
+# PostgreSQL: reports and heartbeats become tables partitioned by day of
+# started_at (epoch seconds). A unique key on a partitioned table must
+# contain the partition key, so report_id is indexed, not unique: the
+# submitting transaction has locked the device's row before it looks the
+# id up, which serialises a device's submissions (leakcheck.collector.store).
+# Existing rows move to the DEFAULT partition; the collector creates the day
+# partitions ahead (store.ensure_partitions) and retention drops whole ones.
+# Heartbeats, most of the rows, carry one index (report_id): retention drops
+# whole day partitions, so they need none on started_at (SQLite's do).
+# Every report updates its device's row (and a heartbeat its current
+# findings' last_seen): half-empty pages let those be HOT updates, whose old
+# versions are pruned in place instead of piling up until a vacuum.
+_V6_POSTGRESQL = _V6_COMMON + """
+ALTER TABLE reports RENAME TO reports_v3;
+DROP INDEX ix_reports_device_started;
+DROP INDEX ix_reports_started;
+CREATE TABLE reports (
+    report_id VARCHAR(36) NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    received_at FLOAT NOT NULL,
+    started_at FLOAT NOT NULL,
+    finished_at FLOAT NOT NULL,
+    "trigger" VARCHAR(16) NOT NULL,
+    verdict VARCHAR(8) NOT NULL,
+    tunnel_state VARCHAR(8) NOT NULL,
+    tunnel_kind VARCHAR(16) NOT NULL,
+    agent_version VARCHAR(64) NOT NULL,
+    reconnect_s FLOAT,
+    body TEXT NOT NULL
+) PARTITION BY RANGE (started_at);
+CREATE TABLE reports_default PARTITION OF reports DEFAULT;
+INSERT INTO reports SELECT report_id, device_id, received_at, started_at, finished_at, "trigger", verdict,
+    tunnel_state, tunnel_kind, agent_version, reconnect_s, body FROM reports_v3;
+DROP TABLE reports_v3;
+CREATE INDEX ix_reports_id ON reports (report_id);
+CREATE INDEX ix_reports_device_started ON reports (device_id, started_at);
+CREATE INDEX ix_reports_started ON reports (started_at);
+CREATE TABLE heartbeats (
+    report_id UUID NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    started_at FLOAT NOT NULL
+) PARTITION BY RANGE (started_at);
+CREATE TABLE heartbeats_default PARTITION OF heartbeats DEFAULT;
+CREATE INDEX ix_heartbeats_id ON heartbeats (report_id);
+ALTER TABLE devices SET (fillfactor = 50);
+ALTER TABLE current_findings SET (fillfactor = 50);
+"""
+
 _TYPES = {"sqlite": {"serial": "INTEGER", "bigserial": "INTEGER"},
           "postgresql": {"serial": "SERIAL", "bigserial": "BIGSERIAL"}}
 
-# Step number -> dialect -> DDL. The only per-dialect difference in these
-# steps is how an auto-incrementing key is spelled.
+# Step number -> dialect -> DDL. In steps 1-5 the only per-dialect difference
+# is how an auto-incrementing key is spelled; step 6 differs more.
 STEPS: dict[int, dict[str, str]] = {
     number: {dialect: ddl.format(**types) for dialect, types in _TYPES.items()}
     for number, ddl in ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
 }
+STEPS[6] = {"sqlite": _V6_SQLITE, "postgresql": _V6_POSTGRESQL}
 
 
 def statements(number: int, dialect: str) -> list[str]:

@@ -66,6 +66,12 @@ devices = Table(
     # v4: the alert dispatcher polls by last_seen and looks for stale devices.
     Index("ix_devices_last_seen", "last_seen"),
     Index("ix_devices_last_started", "last_started_at"),
+    # v6: the hash of the latest state (verdict, tunnel, probe statuses,
+    # findings with the evidence that matters), the full report that began
+    # it, and how many reports since repeated it (heartbeats).
+    Column("state_hash", String(64), nullable=True),
+    Column("state_report_id", String(36), nullable=True),
+    Column("heartbeats", BigInteger, nullable=False, default=0),
 )
 
 reports = Table(
@@ -84,6 +90,18 @@ reports = Table(
     Column("body", Text, nullable=False),  # the submitted document, verbatim JSON
     Index("ix_reports_device_started", "device_id", "started_at"),
     Index("ix_reports_started", "started_at"),
+)
+
+# v6: a report that repeated its device's state, kept only so that it is
+# acknowledged once (idempotent on report_id) and counted. On PostgreSQL
+# report_id is a UUID (16 bytes: these are most rows) and the table, like
+# reports, is partitioned by day of started_at (migrations.py).
+heartbeats = Table(
+    "heartbeats", metadata,
+    Column("report_id", String(36), nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("started_at", Float, nullable=False),
+    # Indexes differ per database (migrations.py, step 6).
 )
 
 findings = Table(
@@ -108,6 +126,10 @@ current_findings = Table(
     Column("device_id", String(128), nullable=False),
     Column("finding_id", String(128), nullable=False),
     Column("probe", String(64), nullable=False),
+    # v6: when this stretch of the finding began, and the latest report
+    # (full or heartbeat) that still had it.
+    Column("first_seen", Float, nullable=True),
+    Column("last_seen", Float, nullable=True),
     UniqueConstraint("device_id", "finding_id", name="uq_current_findings"),
     Index("ix_current_findings_fid", "finding_id"),
 )

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -43,10 +44,12 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1,
 
     from leakcheck.collector.db import make_engine
     from leakcheck.collector.schema import migrate
+    from leakcheck.collector.store import Store
 
     # Migrate once, before any worker starts taking requests.
     engine = make_engine(settings.url)
     migrate(engine)
+    Store(engine).ensure_partitions(time.time())  # today's and the next days' (PostgreSQL)
     engine.dispose()
     private = Path(tempfile.mkdtemp(prefix="leakcheck-collector-"))  # 0700
     try:

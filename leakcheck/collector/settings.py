@@ -41,6 +41,13 @@ class Settings:
     device_interval_s: int = 15 * 60
     # Per-device storage budget: bytes of stored report JSON per UTC day.
     device_daily_bytes: int = 16 << 20
+    # Report rows (full reports, heartbeats, findings) older than this many
+    # days are deleted in the background; 0 keeps everything. Each device's
+    # current state report is kept whatever its age.
+    retention_days: int = 0
+    # How often the background maintenance runs (retention; PostgreSQL day
+    # partitions created ahead).
+    maintenance_interval_s: int = 3600
     # Cookie-based sessions for the web page are marked Secure behind TLS.
     secure_cookies: bool = False
     session_lifetime_s: int = 12 * 3600
@@ -63,6 +70,8 @@ class Settings:
             raise ConfigError("must be at least 1024", key="max_body_bytes")
         if self.rate_limit < 1 or self.rate_window_s < 1:
             raise ConfigError("must be positive", key="rate_limit")
+        if self.retention_days < 0 or self.maintenance_interval_s < 1:
+            raise ConfigError("must not be negative", key="retention_days")
         if self.device_interval_s < 1:
             raise ConfigError("must be positive", key="device_interval_s")
         if self.alerts:

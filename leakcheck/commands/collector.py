@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="VPN client advisory table (leakcheck.advisories/1 JSON) served to agents")
     from leakcheck.collector.alerts import cli as alerts_cli
     alerts_cli.add_serve_options(serve)
+    serve.add_argument("--retention-days", type=int, default=0,
+                       help="delete reports older than this many days, in the background (0: keep all)")
     serve.set_defaults(func=_serve)
 
     token = actions.add_parser("token", help="list, create or revoke tokens")
@@ -96,7 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
                          if args.enroll_secret_file else "",
                          max_body_bytes=args.max_body, rate_limit=args.rate_limit,
                          rate_window_s=args.rate_window, device_interval_s=args.device_interval,
-                         device_daily_bytes=args.daily_bytes, secure_cookies=bool(args.tls_cert),
+                         device_daily_bytes=args.daily_bytes, retention_days=args.retention_days,
+                         secure_cookies=bool(args.tls_cert),
                          advisories_file=str(Path(args.advisories_file).absolute()) if args.advisories_file else "",
                          alerts=alerts_settings(args))
     serve(settings, args.listen, args.port, args.workers, args.tls_cert, args.tls_key)

@@ -67,16 +67,19 @@ class CollectorProcess:
         return out.stdout.strip()
 
     def report_ids(self) -> list[str]:
-        """Straight from the database: what is really stored (duplicates would show)."""
+        """Straight from the database: what is really stored (duplicates would show).
+        A report repeating its device's state is stored as a heartbeat row
+        (issue 13), so both tables count."""
         from sqlalchemy import select
 
         from leakcheck.collector.db import make_engine
-        from leakcheck.collector.schema import reports
+        from leakcheck.collector.schema import heartbeats, reports
         from leakcheck.collector.settings import database_url
         engine = make_engine(database_url(self.db))
         try:
             with engine.connect() as conn:
-                return [r[0] for r in conn.execute(select(reports.c.report_id))]
+                return [str(r[0]) for table in (reports, heartbeats)
+                        for r in conn.execute(select(table.c.report_id))]
         finally:
             engine.dispose()
 

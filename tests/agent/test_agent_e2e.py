@@ -42,17 +42,23 @@ IDLE_RSS_LIMIT = 35 * 2**20
 
 
 def stored_reports(db: Path) -> list[dict[str, Any]]:
-    """What the collector really stored, oldest first (straight from SQLite)."""
+    """What the collector really stored, oldest first (straight from SQLite).
+    A scheduled report that repeated its device's state is stored as a
+    heartbeat row without a body (issue 13): it appears here as its id and
+    trigger only."""
     from leakcheck.collector.db import make_engine
-    from leakcheck.collector.schema import reports
+    from leakcheck.collector.schema import heartbeats, reports
     from leakcheck.collector.settings import database_url
     if not db.exists():
         return []
     engine = make_engine(database_url(str(db)))
     try:
         with engine.connect() as conn:
-            rows = conn.execute(select(reports.c.body).order_by(reports.c.started_at)).all()
-        return [json.loads(r[0]) for r in rows]
+            rows = conn.execute(select(reports.c.started_at, reports.c.body)).all()
+            beats = conn.execute(select(heartbeats.c.started_at, heartbeats.c.report_id)).all()
+        stored = [(t, json.loads(body)) for t, body in rows]
+        stored += [(t, {"report_id": rid, "trigger": "schedule", "heartbeat": True}) for t, rid in beats]
+        return [doc for _, doc in sorted(stored, key=lambda pair: pair[0])]
     except Exception:
         return []  # not migrated yet
     finally:

@@ -10,6 +10,10 @@ light: `--clients` processes, each keeping `--connections` keep-alive HTTP/1.1
 connections busy from one asyncio loop with pre-built requests (they share
 the machine's cores with the server). `--sync-clients` is the older, heavier
 client (one http.client connection per process) for comparison.
+Each run also measures its floor: the same clients and requests against a
+trivial server (`--workers` processes answering every request with a fixed
+201 from a bare asyncio protocol). No collector can be measured faster than
+that on this machine; the collector's figure is read against it.
 summary: fleet-summary latency over a database filled directly with
 `--reports` reports from `--devices` devices (filling over HTTP would take
 far longer than the query being measured).
@@ -99,16 +103,103 @@ def async_client(port: int, jobs: list[tuple[str, bytes]], connections: int, out
     out.put(asyncio.run(main()))
 
 
+def floor_server(port: int) -> None:
+    """The floor: reads each request (headers, Content-Length body) and
+    answers a fixed 201, nothing else. Several processes share the port."""
+    import asyncio
+    import socket
+
+    answer = (b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 64\r\n\r\n"
+              + b'{"report_id": "00000000-0000-0000-0000-000000000000", "stored":1}')
+
+    class Floor(asyncio.Protocol):
+        def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+            self.transport, self.buffer = transport, b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while True:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = self.buffer[:end].lower()
+                at = head.find(b"content-length:")
+                length = int(head[at + 15:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+                if len(self.buffer) < end + 4 + length:
+                    return
+                self.buffer = self.buffer[end + 4 + length:]
+                self.transport.write(answer)
+
+    async def main() -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", port))
+        server = await asyncio.get_running_loop().create_server(Floor, sock=sock)
+        await server.serve_forever()
+    try:
+        import uvloop  # what uvicorn runs on here, if installed
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
 def ingest(args: argparse.Namespace) -> None:
-    """`--runs` fresh databases and servers; each run's rate, then the median
-    (the machine is shared: one run says little)."""
-    rates = [ingest_once(args) for _ in range(args.runs)]
-    if len(rates) > 1:
-        print(f"ingest [{args.db}, {args.workers} worker(s)]: median {statistics.median(rates):.0f} reports/s "
-              f"over {len(rates)} runs (min {min(rates):.0f}, max {max(rates):.0f})")
+    """`--runs` fresh databases and servers; each run's rate and its floor,
+    then the medians (the machine is shared: one run says little)."""
+    load = os.getloadavg()[0]
+    runs = [ingest_once(args) for _ in range(args.runs)]
+    rates, floors = [r for r, _ in runs], [f for _, f in runs]
+    # Either way the server has imported everything before the clock starts.
+    cache = ("not written (PYTHONDONTWRITEBYTECODE set: the server compiles at start, before timing)"
+             if os.environ.get("PYTHONDONTWRITEBYTECODE") else "warm (__pycache__ from earlier imports)")
+    print(f"ingest [{args.db}, {args.workers} worker(s)]: median {statistics.median(rates):.0f} reports/s "
+          f"over {len(rates)} runs (min {min(rates):.0f}, max {max(rates):.0f}); floor (same clients, trivial "
+          f"server): median {statistics.median(floors):.0f} requests/s; load average before "
+          f"{load:.2f}; bytecode cache {cache}")
 
 
-def ingest_once(args: argparse.Namespace) -> float:
+def drive(args: argparse.Namespace, port: int, jobs: list[tuple[str, bytes]]) -> tuple[float, int]:
+    """Run the client processes over `jobs`: (requests/s, failures)."""
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    shares = [jobs[k::args.clients] for k in range(args.clients)]
+    if args.sync_clients:
+        procs = [multiprocessing.Process(target=client, args=(port, share, queue)) for share in shares]
+    else:
+        procs = [multiprocessing.Process(target=async_client, args=(port, share, args.connections, queue))
+                 for share in shares]
+    start = time.perf_counter()
+    for p in procs:
+        p.start()
+    failures = sum(queue.get() for _ in procs)
+    elapsed = time.perf_counter() - start
+    for p in procs:
+        p.join()
+    return len(jobs) / elapsed, failures
+
+
+def measure_floor(args: argparse.Namespace, jobs: list[tuple[str, bytes]]) -> float:
+    port = 19000 + random.randrange(1000)
+    servers = [multiprocessing.Process(target=floor_server, args=(port,), daemon=True) for _ in range(args.workers)]
+    for s in servers:
+        s.start()
+    try:
+        for _ in range(100):
+            try:
+                socket_probe = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                socket_probe.connect()
+                socket_probe.close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        rate, _ = drive(args, port, jobs)
+        return rate
+    finally:
+        for s in servers:
+            s.terminate()
+            s.join()
+
+
+def ingest_once(args: argparse.Namespace) -> tuple[float, float]:
     tmp = Path(tempfile.mkdtemp(prefix="lcbench-"))
     db = database(args.db, tmp)
     (tmp / "secret").write_text(SECRET)
@@ -137,29 +228,17 @@ def ingest_once(args: argparse.Namespace) -> float:
         jobs = [(tokens[i % args.devices], json.dumps(report(f"bench-{i % args.devices}",
                                                               now - timedelta(seconds=i), i % 7 == 0)).encode())
                 for i in range(args.count)]
-        queue: multiprocessing.Queue = multiprocessing.Queue()
-        shares = [jobs[k::args.clients] for k in range(args.clients)]
-        if args.sync_clients:
-            procs = [multiprocessing.Process(target=client, args=(port, share, queue)) for share in shares]
-        else:
-            procs = [multiprocessing.Process(target=async_client, args=(port, share, args.connections, queue))
-                     for share in shares]
-        start = time.perf_counter()
-        for p in procs:
-            p.start()
-        failures = sum(queue.get() for _ in procs)
-        elapsed = time.perf_counter() - start
-        for p in procs:
-            p.join()
+        rate, failures = drive(args, port, jobs)
         clients = (f"{args.clients} sync client processes" if args.sync_clients else
                    f"{args.clients} client processes x {args.connections} connections")
         print(f"ingest [{args.db}, {args.workers} worker(s), {clients}, {args.devices} devices]: "
-              f"{args.count} reports in {elapsed:.1f} s = {args.count / elapsed:.0f} reports/s "
-              f"({failures} failed)")
-        return args.count / elapsed
+              f"{args.count} reports at {rate:.0f} reports/s ({failures} failed)", flush=True)
     finally:
         server.terminate()
         server.wait()
+    floor = measure_floor(args, jobs)
+    print(f"  floor: the same {args.count} requests to a trivial server: {floor:.0f} requests/s", flush=True)
+    return rate, floor
 
 
 def fill(db: str, reports: int, devices: int) -> None:

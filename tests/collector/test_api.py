@@ -21,7 +21,8 @@ def test_enroll_then_submit_then_read(client, app):
     latest = client.get("/api/v1/devices/dev-1/latest", headers=reader).json()
     assert latest == report
     detail = client.get("/api/v1/devices/dev-1", headers=reader).json()
-    assert detail["current_findings"] == [{"finding_id": "dns.resolver-outside-tunnel", "probe": "dns"}]
+    assert detail["current_findings"] == [{"finding_id": "dns.resolver-outside-tunnel", "probe": "dns",
+                                           "first_seen": report["started_at"], "last_seen": report["started_at"]}]
     assert len(detail["history"]) == 1
 
 

@@ -48,8 +48,8 @@ def test_mixed_batch_outcomes(client, app, table_counts):
     assert after["findings"] == before["findings"] + 2
     device = store.device("dev-1", 0, 900)
     assert device["last_report_id"] == new["report_id"]
-    assert device["current_findings"] == [{"finding_id": "routes.default-route-outside-tunnel",
-                                           "probe": "routes"}]
+    assert [(c["finding_id"], c["probe"], c["first_seen"]) for c in device["current_findings"]] == [
+        ("routes.default-route-outside-tunnel", "routes", new["started_at"])]
     trend = store.summary(0, 900, 3650)["trend"]
     assert sum(v for day in trend for k, v in day.items() if k != "day") == 3
 

@@ -46,6 +46,8 @@ def test_a_released_database_upgrades_and_keeps_its_rows(db):
             tunnel_kind="wireguard", agent_version="0.1.0", body='{"old": true}'))
         conn.execute(released.clone_events.insert().values(device_id="dev-9", hostname="h", instance="x" * 20,
                                                            seen_at=now))
+        conn.execute(released.current_findings.insert().values(device_id="dev-1", finding_id="dns.x",
+                                                               probe="dns"))
     old.dispose()
 
     engine = _engine(db)
@@ -55,6 +57,17 @@ def test_a_released_database_upgrades_and_keeps_its_rows(db):
         assert conn.execute(text("SELECT body FROM reports")).scalars().all() == ['{"old": true}']
         assert conn.execute(text("SELECT reason FROM clone_events")).scalars().all() == ["clone"]
         assert conn.execute(text("SELECT budget_bytes, clock_skew_s FROM devices")).all() == [(0, None)]
+        # v6: the released latest report is the device's state; its current finding dates from it.
+        assert conn.execute(text("SELECT state_report_id, heartbeats FROM devices")).all() == [
+            (doc["report_id"], 0)]
+        assert conn.execute(text("SELECT first_seen, last_seen FROM current_findings")).all() == [
+            (now - 86400, now - 86400)]
+        if conn.dialect.name == "postgresql":
+            # reports became a table partitioned by day; the released row sits in its DEFAULT partition.
+            kinds = dict(conn.execute(text("SELECT relname, relkind FROM pg_class WHERE relname IN "
+                                           "('reports', 'reports_default', 'heartbeats')")).all())
+            assert kinds == {"reports": "p", "reports_default": "r", "heartbeats": "p"}
+            assert conn.execute(text("SELECT count(*) FROM reports_default")).scalar() == 1
     engine.dispose()
 
     # The released device's token still works, and its next report is stored.
@@ -63,6 +76,9 @@ def test_a_released_database_upgrades_and_keeps_its_rows(db):
         with TestClient(app) as client:
             response = client.post("/api/v1/reports", json=make_report(started=None), headers=auth(token))
             assert response.status_code == 201, response.text
+            # The released report's id is still known (idempotent across the move).
+            again = make_report(report_id=doc["report_id"], started=None)
+            assert client.post("/api/v1/reports", json=again, headers=auth(token)).status_code == 200
             analyst = app.state.store.create_token("analyst", None, "after upgrade")
             devices = client.get("/api/v1/devices", headers=auth(analyst)).json()
             assert [d["device_id"] for d in devices] == ["dev-1"]
