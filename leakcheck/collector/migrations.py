@@ -133,6 +133,24 @@ CREATE TABLE health (
 INSERT INTO health (id, checked_at) VALUES (1, 0);
 """
 
+# Issue 13 (read side): indexes for the paged device list and the summary's
+# counts at 100,000 devices, and the audit log of admin actions.
+_V4 = """
+CREATE INDEX ix_devices_host ON devices (hostname, device_id);
+CREATE INDEX ix_devices_verdict ON devices (last_verdict, hostname, device_id);
+CREATE INDEX ix_devices_os ON devices (os);
+CREATE INDEX ix_devices_reconnect ON devices (reconnect_s);
+CREATE TABLE audit_log (
+    id {serial} NOT NULL,
+    at FLOAT NOT NULL,
+    actor VARCHAR(200) NOT NULL,
+    action VARCHAR(64) NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_audit_log_at ON audit_log (at);
+"""
+
 _TYPES = {"sqlite": {"serial": "INTEGER", "bigserial": "INTEGER"},
           "postgresql": {"serial": "SERIAL", "bigserial": "BIGSERIAL"}}
 
@@ -140,7 +158,7 @@ _TYPES = {"sqlite": {"serial": "INTEGER", "bigserial": "INTEGER"},
 # steps is how an auto-incrementing key is spelled.
 STEPS: dict[int, dict[str, str]] = {
     number: {dialect: ddl.format(**types) for dialect, types in _TYPES.items()}
-    for number, ddl in ((1, _V1), (2, _V2), (3, _V3))
+    for number, ddl in ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 }
 
 
