@@ -13,7 +13,7 @@ from leakcheck.collector.db import make_engine
 from leakcheck.collector.deps import refusal
 from leakcheck.collector.ingest import Ingest
 from leakcheck.collector.limits import BodyLimit
-from leakcheck.collector.routes import devices, enroll, export, findings, fleet, health, reports, web
+from leakcheck.collector.routes import admin, devices, enroll, export, findings, fleet, health, reports, web
 from leakcheck.collector.schema import migrate
 from leakcheck.collector.settings import Settings
 from leakcheck.collector.store import Store
@@ -32,7 +32,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
                               daily_bytes=settings.device_daily_bytes)
     app.state.enroll_failures = enroll.FailureLimit(settings.enroll_failures_per_minute, 60.0)
     app.state.metrics = health.Metrics()
-    for module in (enroll, reports, devices, findings, fleet, export, health, web):
+    for module in (enroll, reports, devices, findings, fleet, export, admin, health, web):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

@@ -17,14 +17,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 import re
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, get_args
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from leakcheck.collector import security
-from leakcheck.collector.contract import EnrollIn, ReportIn, parse_time
+from leakcheck.collector.contract import EnrollIn, ReportIn, Verdict, parse_time
 from leakcheck.collector.schema import (clone_events, current_findings, daily_verdicts, devices,
                                         findings, health, reports, sessions, tokens)
 
@@ -34,6 +34,8 @@ from leakcheck.collector.schema import (clone_events, current_findings, daily_ve
 # now, its device is flagged (clock_skew_s), and it cannot pin the device's
 # latest state: the next honest report replaces it.
 CLOCK_SKEW_S = 300.0
+# A report's verdicts (the contract's closed set).
+VERDICTS: tuple[str, ...] = get_args(Verdict)
 
 
 class CloneSuspected(Exception):
@@ -42,8 +44,10 @@ class CloneSuspected(Exception):
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # device | analyst
+    kind: str  # device | analyst | admin
     device_id: str | None
+    token_id: int | None = None  # who, for the audit log
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class Store:
         now = time.time()
         with self._writer.begin() as conn:
             token_id = conn.execute(select(tokens.c.id).where(
-                tokens.c.token_hash == security.token_hash(token), tokens.c.kind == "analyst",
+                tokens.c.token_hash == security.token_hash(token), tokens.c.kind.in_(("analyst", "admin")),
                 tokens.c.revoked_at.is_(None))).scalar()
             if token_id is None:
                 return None
@@ -143,11 +147,11 @@ class Store:
 
     def session_principal(self, session: str) -> Principal | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(tokens.c.kind, tokens.c.device_id).join(
+            row = conn.execute(select(tokens.c.kind, tokens.c.device_id, tokens.c.id, tokens.c.label).join(
                 sessions, sessions.c.token_id == tokens.c.id).where(
                 sessions.c.session_hash == security.token_hash(session), sessions.c.expires_at > time.time(),
                 tokens.c.revoked_at.is_(None))).first()
-        return Principal(row.kind, row.device_id) if row else None
+        return Principal(row.kind, row.device_id, row.id, row.label) if row else None
 
     def end_session(self, session: str) -> None:
         with self._writer.begin() as conn:
@@ -167,10 +171,10 @@ class Store:
 
     def authenticate(self, token: str) -> Principal | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(tokens.c.kind, tokens.c.device_id).where(
+            row = conn.execute(select(tokens.c.kind, tokens.c.device_id, tokens.c.id, tokens.c.label).where(
                 tokens.c.token_hash == security.token_hash(token),
                 tokens.c.revoked_at.is_(None))).first()
-        return Principal(row.kind, row.device_id) if row else None
+        return Principal(row.kind, row.device_id, row.id, row.label) if row else None
 
     def enroll(self, request: EnrollIn, clone_grace_s: float, current_token: str | None = None) -> str:
         """A device token for this installation. A new device id enrolls with
@@ -396,11 +400,16 @@ class Store:
     def summary(self, now: float, interval_s: int, days: int) -> dict[str, Any]:
         stale_before = now - 2 * interval_s
         with self.engine.connect() as conn:
-            per_verdict = conn.execute(select(devices.c.last_verdict, func.count())
-                                       .group_by(devices.c.last_verdict)).all()
+            # Verdicts are a closed set (the contract's): devices per verdict
+            # and stale devices come from one pass over devices, not two.
+            is_stale = or_(devices.c.last_started_at.is_(None), devices.c.last_started_at < stale_before)
+            counted = conn.execute(select(
+                func.count(), func.sum(case((is_stale, 1), else_=0)),
+                func.sum(case((devices.c.last_verdict.is_(None), 1), else_=0)),
+                *(func.sum(case((devices.c.last_verdict == v, 1), else_=0)) for v in VERDICTS))).one()
+            per_verdict = [(v, n) for v, n in zip((None, *VERDICTS), counted[2:]) if n]
+            stale = counted[1]
             per_os = conn.execute(select(devices.c.os, func.count()).group_by(devices.c.os)).all()
-            stale = conn.execute(select(func.count()).where(or_(
-                devices.c.last_started_at.is_(None), devices.c.last_started_at < stale_before))).scalar()
             per_finding = conn.execute(select(current_findings.c.finding_id, current_findings.c.probe,
                                               func.count()).group_by(current_findings.c.finding_id,
                                                                      current_findings.c.probe)
@@ -418,7 +427,7 @@ class Store:
         for day, verdict, count in trend:
             by_day.setdefault(day, {})[verdict] = int(count)
         return {
-            "devices": sum(int(n) for _, n in per_verdict),
+            "devices": int(counted[0]),
             "stale_devices": int(stale or 0),
             "devices_per_verdict": {(v or "none"): int(n) for v, n in per_verdict},
             "devices_per_finding": [dict(finding_id=f, probe=p, devices=int(n)) for f, p, n in per_finding],

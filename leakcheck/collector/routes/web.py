@@ -49,7 +49,7 @@ def _page(title: str, body: str) -> HTMLResponse:
 def _analyst_or_login(request: Request, store: Store) -> bool:
     session = request.cookies.get(COOKIE)
     principal = store.session_principal(session[:200]) if session else None
-    return principal is not None and principal.kind == "analyst"
+    return principal is not None and principal.kind in ("analyst", "admin")
 
 
 def same_origin(request: Request) -> bool:
