@@ -13,6 +13,7 @@ from leakcheck.collector.db import make_engine
 from leakcheck.collector.deps import refusal
 from leakcheck.collector.ingest import Ingest
 from leakcheck.collector.limits import BodyLimit
+from leakcheck.collector.oidc import OidcClient
 from leakcheck.collector.routes import admin, devices, enroll, export, findings, fleet, health, reports, web
 from leakcheck.collector.schema import migrate
 from leakcheck.collector.settings import Settings
@@ -32,6 +33,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
                               daily_bytes=settings.device_daily_bytes)
     app.state.enroll_failures = enroll.FailureLimit(settings.enroll_failures_per_minute, 60.0)
     app.state.metrics = health.Metrics()
+    oidc_settings = settings.oidc()
+    app.state.oidc = OidcClient(oidc_settings) if oidc_settings else None
     for module in (enroll, reports, devices, findings, fleet, export, admin, health, web):
         app.include_router(module.router)
 

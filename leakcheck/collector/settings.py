@@ -45,6 +45,14 @@ class Settings:
     # Secrets as files (workers read them; never passed in the environment).
     enroll_secret_file: str = ""
     db_password_file: str = ""
+    # Optional OIDC sign-in for the web page (leakcheck.collector.oidc); empty issuer = off.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_file: str = ""
+    oidc_redirect_uri: str = ""
+    oidc_role_claim: str = "roles"
+    oidc_admin_value: str = "leakcheck-admin"
+    oidc_analyst_value: str = "leakcheck-analyst"
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -54,6 +62,19 @@ class Settings:
             raise ConfigError("must be positive", key="rate_limit")
         if self.device_interval_s < 1:
             raise ConfigError("must be positive", key="device_interval_s")
+        if self.oidc_issuer and not (self.oidc_client_id and self.oidc_issuer.startswith(("https://", "http://"))):
+            raise ConfigError("needs an http(s) issuer URL and a client id", key="oidc_issuer")
+
+    def oidc(self):  # type: ignore[no-untyped-def]
+        """The OIDC settings, or None when sign-in by OIDC is off."""
+        if not self.oidc_issuer:
+            return None
+        from leakcheck.collector.oidc import OidcSettings
+        secret = read_secret(self.oidc_client_secret_file, minimum=1, what="OIDC client secret") \
+            if self.oidc_client_secret_file else ""
+        return OidcSettings(issuer=self.oidc_issuer, client_id=self.oidc_client_id, client_secret=secret,
+                            redirect_uri=self.oidc_redirect_uri, role_claim=self.oidc_role_claim,
+                            admin_value=self.oidc_admin_value, analyst_value=self.oidc_analyst_value)
 
     @property
     def url(self) -> str:

@@ -145,6 +145,30 @@ class Store:
                                                   created_at=now, expires_at=now + lifetime_s))
         return session
 
+    def subject_session(self, label: str, kind: str, lifetime_s: float) -> str:
+        """A web session for a user signed in elsewhere (OIDC): tied to the
+        live token row of this label and role, made if missing (its value
+        is thrown away: only the session can use it). A changed role
+        revokes the old row, and so the old role's sessions."""
+        now = time.time()
+        with self._writer.begin() as conn:
+            token_id = conn.execute(select(tokens.c.id).where(
+                tokens.c.label == label, tokens.c.kind == kind, tokens.c.device_id.is_(None),
+                tokens.c.revoked_at.is_(None))).scalar()
+            if token_id is None:
+                old = conn.execute(select(tokens.c.id).where(tokens.c.label == label,
+                                                             tokens.c.revoked_at.is_(None))).scalars().all()
+                if old:
+                    conn.execute(update(tokens).where(tokens.c.id.in_(old)).values(revoked_at=now))
+                    conn.execute(sessions.delete().where(sessions.c.token_id.in_(old)))
+                self.create_token(kind, None, label, conn=conn)
+                token_id = conn.execute(select(tokens.c.id).where(
+                    tokens.c.label == label, tokens.c.kind == kind, tokens.c.revoked_at.is_(None))).scalar()
+            session = security.new_session()
+            conn.execute(sessions.insert().values(session_hash=security.token_hash(session), token_id=token_id,
+                                                  created_at=now, expires_at=now + lifetime_s))
+        return session
+
     def session_principal(self, session: str) -> Principal | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(tokens.c.kind, tokens.c.device_id, tokens.c.id, tokens.c.label).join(

@@ -31,6 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="agents' interval in seconds; stale after twice this")
     serve.add_argument("--daily-bytes", type=int, default=16 << 20,
                        help="per-device storage budget: report bytes stored per UTC day")
+    serve.add_argument("--oidc-issuer", metavar="URL", default="",
+                       help="OIDC sign-in for the web page: the issuer (its discovery document is read)")
+    serve.add_argument("--oidc-client-id", default="")
+    serve.add_argument("--oidc-client-secret-file", metavar="FILE", default="",
+                       help="confidential clients only (PKCE is used either way)")
+    serve.add_argument("--oidc-redirect-uri", metavar="URL", default="",
+                       help="as registered at the issuer (default: this collector's /oidc/callback)")
+    serve.add_argument("--oidc-role-claim", default="roles", help="ID token claim holding the role")
+    serve.add_argument("--oidc-admin-value", default="leakcheck-admin")
+    serve.add_argument("--oidc-analyst-value", default="leakcheck-analyst")
 
     serve.set_defaults(func=_serve)
 
@@ -97,7 +107,12 @@ def _serve(args: argparse.Namespace) -> int:
                          if args.enroll_secret_file else "",
                          max_body_bytes=args.max_body, rate_limit=args.rate_limit,
                          rate_window_s=args.rate_window, device_interval_s=args.device_interval,
-                         device_daily_bytes=args.daily_bytes, secure_cookies=bool(args.tls_cert))
+                         device_daily_bytes=args.daily_bytes, secure_cookies=bool(args.tls_cert),
+                         oidc_issuer=args.oidc_issuer, oidc_client_id=args.oidc_client_id,
+                         oidc_client_secret_file=str(Path(args.oidc_client_secret_file).absolute())
+                         if args.oidc_client_secret_file else "",
+                         oidc_redirect_uri=args.oidc_redirect_uri, oidc_role_claim=args.oidc_role_claim,
+                         oidc_admin_value=args.oidc_admin_value, oidc_analyst_value=args.oidc_analyst_value)
     serve(settings, args.listen, args.port, args.workers, args.tls_cert, args.tls_key)
     return 0
 

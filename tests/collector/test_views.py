@@ -152,3 +152,31 @@ def test_web_overview_pages_devices(client, app):
     table = second.split("id=devices>")[1]
     assert table.count("<tr>") == 1 + 3 and "id=next" not in second
     assert client.get("/?cursor=bogus").status_code == 400
+
+
+def test_cursor_parser_takes_any_text_without_crashing():
+    """Property: a cursor is parsed or refused as BadCursor, never another
+    exception; what encode_cursor makes decodes to the same key."""
+    from hypothesis import given, settings, strategies as st
+
+    from leakcheck.collector.views import BadCursor, decode_cursor, encode_cursor
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.one_of(st.text(max_size=80), st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=",
+                                                   max_size=80),
+                     st.builds(lambda v: encode_cursor("d", v), st.lists(st.one_of(st.text(), st.integers(), st.none(),
+                                                                                       st.booleans()), max_size=3))))
+    def any_text(text: str) -> None:
+        try:
+            key = decode_cursor(text, "d", (str, str))
+        except BadCursor:
+            return
+        assert len(key) == 2 and all(isinstance(k, str) for k in key)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(max_size=60), st.text(max_size=60))
+    def round_trip(hostname: str, device_id: str) -> None:
+        assert decode_cursor(encode_cursor("d", [hostname, device_id]), "d", (str, str)) == [hostname, device_id]
+
+    any_text()
+    round_trip()

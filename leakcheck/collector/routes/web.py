@@ -9,6 +9,7 @@ pages (Origin check). Every value shown is escaped.
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import time
@@ -19,7 +20,8 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from leakcheck.collector import views
+from leakcheck.collector import oidc, views
+from leakcheck.collector.oidc import OidcClient
 from leakcheck.collector.contract import parse_time
 from leakcheck.collector.deps import COOKIE, analyst_principal, get_settings, get_store
 from leakcheck.collector.settings import Settings
@@ -64,12 +66,70 @@ def same_origin(request: Request) -> bool:
 
 
 @router.get("/login")
-def login_form(error: str = "") -> HTMLResponse:
+def login_form(request: Request, error: str = "") -> HTMLResponse:
     note = "<p class=leak id=error>That is not a valid analyst token.</p>" if error else ""
+    sso = ("<p><a id=sso href=/oidc/login>Sign in with single sign-on</a></p>"
+           if request.app.state.oidc is not None else "")
     return _page("leakcheck fleet: sign in",
-                 f"<h1>leakcheck fleet</h1>{note}<form method=post action=/login>"
+                 f"<h1>leakcheck fleet</h1>{note}{sso}<form method=post action=/login>"
                  "<label>Analyst token <input type=password name=token id=token size=60></label> "
                  "<button type=submit id=signin>Sign in</button></form>")
+
+
+OIDC_COOKIE = "leakcheck_oidc"
+
+
+def _redirect_uri(request: Request, client: OidcClient) -> str:
+    return client.settings.redirect_uri or str(request.url_for("oidc_callback"))
+
+
+@router.get("/oidc/login")
+def oidc_login(request: Request, settings: Settings = Depends(get_settings)) -> Response:
+    """Off to the issuer, carrying state, nonce and the PKCE challenge."""
+    client: OidcClient | None = request.app.state.oidc
+    if client is None:
+        raise HTTPException(404, "single sign-on is not configured")
+    pending = oidc.new_pending()
+    try:
+        target = client.authorize_url(pending, _redirect_uri(request, client))
+    except oidc.OidcError as exc:
+        return PlainTextResponse(f"single sign-on is unavailable: {exc}", status_code=502)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(OIDC_COOKIE, f"{pending.state}.{pending.nonce}.{pending.verifier}", max_age=600,
+                        path="/oidc", httponly=True, samesite="lax", secure=settings.secure_cookies)
+    return response
+
+
+@router.get("/oidc/callback", name="oidc_callback")
+def oidc_callback(request: Request, code: str = "", state: str = "", error: str = "",
+                  store: Store = Depends(get_store), settings: Settings = Depends(get_settings)) -> Response:
+    """Back from the issuer: check state, trade the code (with the PKCE
+    verifier) for an ID token, verify it, map the role, open a session."""
+    client: OidcClient | None = request.app.state.oidc
+    if client is None:
+        raise HTTPException(404, "single sign-on is not configured")
+    parts = request.cookies.get(OIDC_COOKIE, "")[:400].split(".")
+    try:
+        if error:
+            raise oidc.OidcError(f"the issuer refused: {error[:100]}")
+        if len(parts) != 3 or not state or not hmac.compare_digest(parts[0], state[:100]):
+            raise oidc.OidcError("state does not match this browser's sign-in (start again)")
+        pending = oidc.Pending(*parts)
+        claims = client.exchange(code[:2048], pending, _redirect_uri(request, client))
+        role = client.role(claims)
+    except oidc.OidcError as exc:
+        response = PlainTextResponse(f"sign-in refused: {exc}", status_code=403)
+        response.delete_cookie(OIDC_COOKIE, path="/oidc")
+        return response
+    session = store.subject_session(client.label(claims), role, settings.session_lifetime_s)
+    # Arrived here by a cross-site redirect: a SameSite=Strict cookie set now
+    # is not sent on a redirect in the same chain, so move on from this page.
+    response = _page("leakcheck fleet: signed in", "<meta http-equiv=refresh content=\"0;url=/\">"
+                                                   "<p><a id=continue href=/>continue</a></p>")
+    response.set_cookie(COOKIE, session, httponly=True, samesite="strict", secure=settings.secure_cookies,
+                        max_age=settings.session_lifetime_s)
+    response.delete_cookie(OIDC_COOKIE, path="/oidc")
+    return response
 
 
 @router.post("/login")
