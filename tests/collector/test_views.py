@@ -136,8 +136,12 @@ def test_web_pages_show_detail_split_notes_and_never_none(client, app):
     assert "ipv6.skipped" not in cards
     for path in ("/", "/devices/dev-0", "/devices/dev-1", "/devices/dev-quiet", "/devices?verdict=leak",
                  "/devices?os=linux&since=" + days_ago(2), "/findings/dns.resolver-outside-tunnel",
-                 "/findings/nothing.here"):
+                 "/findings/nothing.here", "/findings", "/findings?notes=false&os=linux&since=" + days_ago(2)):
         assert not re.search(r"\bNone\b", _page(client, path)), path
+    listed = _page(client, "/findings?notes=false&probe=dns").split("id=finding-list>")[1]
+    assert listed.count("<tr>") == 1 + 2 * 2 and "ipv6.skipped" not in listed
+    assert "ipv6.skipped" in _page(client, "/findings?probe=ipv6")
+    assert client.get("/findings?since=yesterday").status_code == 400
     holders = _page(client, "/findings/dns.resolver-outside-tunnel")
     assert "host-00" in holders and "host-02" in holders and "host-01" not in holders
 

@@ -187,6 +187,7 @@ def overview(request: Request, cursor: str = "", store: Store = Depends(get_stor
             _finding_table(classes["notes"], "notes", "Notes (not leaks)", "notes"),
             _trend_table(summary["trend"]),
             _reconnect_table(summary["slowest_reconnects"]),
+            "<p><a id=all-findings href=/findings>every finding, filtered by probe, OS, tunnel, time</a></p>",
             "<h2>All devices</h2>", _filter_form(views.DeviceFilter()),
             _device_table(everyone.rows, "devices"),
             _pager(everyone.next_cursor, "/", {}),
@@ -211,6 +212,41 @@ def device_list(request: Request, cursor: str = "", store: Store = Depends(get_s
             + _device_table(page.rows, "devices") + _pager(page.next_cursor, "/devices", args)
             + _downloads("/api/v1/export/devices", args))
     return _page("leakcheck: devices", body)
+
+
+# The finding filters the web page takes (the API's /api/v1/findings takes the same).
+FINDING_FILTERS = ("probe", "finding_id", "device_id", "os", "tunnel_kind", "since", "until", "notes")
+
+
+@router.get("/findings")
+def finding_list(request: Request, cursor: str = "", store: Store = Depends(get_store)) -> Response:
+    """Findings newest first, filtered by finding, probe, device, OS, tunnel kind, time."""
+    if not _analyst_or_login(request, store):
+        return RedirectResponse("/login", status_code=303)
+    args = {k: v[:128] for k, v in request.query_params.items() if k in FINDING_FILTERS and v}
+    try:
+        where = views.FindingFilter(probe=args.get("probe"), finding_id=args.get("finding_id"),
+                                    device_id=args.get("device_id"), os=args.get("os"),
+                                    tunnel_kind=args.get("tunnel_kind"), since=_when(args.get("since")),
+                                    until=_when(args.get("until")), notes=args.get("notes") != "false")
+        page = views.finding_page(store, PAGE_ROWS, cursor[:2048] or None, where)
+    except (views.BadCursor, ValueError):
+        raise HTTPException(400, "bad filter or cursor") from None
+    fields = "".join(f"<label>{name.replace('_', ' ')} <input name={name} size=12 value=\"{_t(args.get(name))}\">"
+                     "</label> " for name in FINDING_FILTERS if name != "notes")
+    form = (f"<form method=get action=/findings id=finding-filter>{fields}<label>notes <select name=notes>"
+            f"<option value=true>with</option><option value=false{' selected' if args.get('notes') == 'false' else ''}>"
+            "without</option></select></label> <button type=submit>Filter</button></form>")
+    rows = "".join(f"<tr><td>{_t(f['started_at'])}</td><td><a href=\"/devices/{quote(f['device_id'], safe='')}\">"
+                   f"{_t(f['hostname'] or f['device_id'])}</a></td><td>{_t(f['probe'])}</td>"
+                   f"<td><a href=\"/findings/{quote(f['finding_id'], safe='')}\">{_t(f['finding_id'])}</a></td>"
+                   f"<td class=sev-{_t(f['severity'])}>{_t(f['severity'])}</td><td>{_t(f['summary'])}</td></tr>"
+                   for f in page.rows)
+    table = ("<table id=finding-list><tr><th>started</th><th>device</th><th>probe</th><th>finding</th>"
+             f"<th>severity</th><th>summary</th></tr>{rows or '<tr><td colspan=6>none</td></tr>'}</table>")
+    body = ("<p><a href=/>fleet overview</a></p><h1>Findings</h1>" + form + table
+            + _pager(page.next_cursor, "/findings", args) + _downloads("/api/v1/export/findings", args))
+    return _page("leakcheck: findings", body)
 
 
 @router.get("/findings/{finding_id}")
