@@ -11,4 +11,6 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["leakcheck", "leakcheck.*"]) + ["leakcheck.probes"],
     package_dir={"leakcheck.probes": "probes"},
+    # the advisory table posture-updates ships with (leakcheck/advisories.py)
+    package_data={"leakcheck": ["data/*.json"]},
 )

@@ -24,6 +24,7 @@ COMMANDS = (
     "leakcheck.commands.agent",
     "leakcheck.commands.fleet",
     "leakcheck.commands.config",
+    "leakcheck.commands.watch",
 )
 
 

@@ -123,6 +123,14 @@ def _positive_int(key: str, value: Any) -> int:
     return value
 
 
+def _int_within(low: int, high: int) -> Validator:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"expected an integer from {low} to {high}, got {value!r}", key=key)
+        return value
+    return check
+
+
 def _url(key: str, value: Any) -> str:
     text = _string(key, value)
     if text and not re.match(r"^https?://[^\s/]+", text):
@@ -136,6 +144,30 @@ def _dns_zone(key: str, value: Any) -> str:
         raise ConfigError(f"{text!r} is not a DNS zone name", key=key)
     return text.rstrip(".")
 
+
+def _choices(allowed: tuple[str, ...]) -> Validator:
+    def check(key: str, value: Any) -> list[str]:
+        items = _string_list(key, value)
+        unknown = [v for v in items if v not in allowed]
+        if unknown:
+            raise ConfigError(f"{', '.join(map(repr, unknown))} not one of {', '.join(allowed)}", key=key)
+        return items
+    return check
+
+
+def _one_of(allowed: tuple[str, ...]) -> Validator:
+    def check(key: str, value: Any) -> str:
+        text = _string(key, value)
+        if text not in allowed:
+            raise ConfigError(f"{text!r} is not one of {', '.join(allowed)}", key=key)
+        return text
+    return check
+
+
+# The posture policy's vocabularies (leakcheck/vpnclients.py, leakcheck/cryptoprofile.py).
+POSTURE_PROTOCOLS = ("ipsec", "openvpn", "wireguard", "tls")
+POSTURE_AUTH = ("certificate", "public-key", "psk", "password", "eap")
+CRYPTO_PROFILES = ("ncsc-prime", "ncsc-foundation")
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "tunnel": {
@@ -167,12 +199,50 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "reconnect_bound": Key("60s", _duration_within(1, 300),
                                "The tunnel must pass traffic again this soon after a cut (or a recorded "
                                "outage), else reconnect.no-auto-reconnect."),
+        "watch": Key(True, _bool, "Run the live leak watch: every real flow leaving outside the tunnel, "
+                                  "with its process, reported to the collector within seconds. Runs only "
+                                  "where the agent has CAP_NET_ADMIN; `leakcheck status` says why not."),
         "state_dir": Key("/var/lib/leakcheck", _string,
                          "Spool, upload state, tunnel history and instance id live here."),
         "spool_max_bytes": Key(64 * 1024 * 1024, _positive_int,
                                "Spool size bound; beyond it the oldest reports are dropped (and counted)."),
         "spool_max_age": Key("720h", _duration,
                              "Reports older than this are dropped from the spool (and counted)."),
+    },
+    "posture": {
+        "allowed_protocols": Key(["ipsec", "openvpn", "tls", "wireguard"], _choices(POSTURE_PROTOCOLS),
+                                 "VPN protocols the organisation accepts (ipsec, openvpn, tls = a TLS VPN such as "
+                                 "openconnect/AnyConnect, wireguard). NCSC's guidance names IPsec and TLS VPNs; "
+                                 "[\"ipsec\", \"tls\"] follows it strictly."),
+        "allowed_auth": Key(["certificate", "public-key"], _choices(POSTURE_AUTH),
+                            "Authentication the organisation accepts on the device (certificate, public-key = a raw "
+                            "key pair such as WireGuard's, psk, password, eap). NCSC: certificates; "
+                            "[\"certificate\"] follows it strictly."),
+        "require_hardware_keys": Key(False, _bool,
+                                     "true = a private key in a file (not a TPM, smart card or PKCS#11 token) is a "
+                                     "finding (warn), not a note."),
+        "crypto_profile": Key("ncsc-prime", _one_of(CRYPTO_PROFILES),
+                              "The NCSC cryptographic profile negotiated algorithms must meet: ncsc-prime "
+                              "(IKEv2, AES-GCM, SHA-2, ECP groups) or ncsc-foundation (also AES-CBC with "
+                              "HMAC-SHA2, MODP-2048+, IKEv1)."),
+        "advisories_file": Key("", _string,
+                               "Advisory table (leakcheck.advisories/1 JSON) to check installed VPN clients "
+                               "against; empty = the newest of the table shipped with leakcheck and the copy "
+                               "fetched from the collector."),
+        "require_lockdown": Key(True, _bool,
+                                "Traffic must be blocked, not sent in clear, if the tunnel drops (kill switch / "
+                                "lockdown); false = report a missing one as info only."),
+        "require_autoconnect": Key(True, _bool,
+                                   "The VPN must start by itself (boot, network up); false = report a manual "
+                                   "VPN as info only."),
+        "require_captive_helper": Key(True, _bool,
+                                      "The platform's captive-portal helper / connectivity check must be "
+                                      "present; false = report its absence as info only."),
+        "captive_exception_max_prefix": Key(24, _int_within(0, 32),
+                                            "An IPv4 entry of policy.allowed_direct shorter than this prefix "
+                                            "length is too broad to be a captive-portal exception."),
+        "captive_exception_max_prefix6": Key(48, _int_within(0, 128),
+                                             "The same bound for IPv6 entries of policy.allowed_direct."),
     },
     "collector": {
         "url": Key("", _url, "Collector base URL; empty = do not upload."),

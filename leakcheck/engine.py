@@ -46,6 +46,7 @@ def run(config: Config, options: RunOptions = RunOptions(), state: NetState | No
                        is_root=backend.privileged(),
                        disruptive=options.disruptive or bool(config.get("agent", "disruptive")),
                        trigger=options.trigger,
+                       posture_reader=getattr(backend, "posture_facts", None),
                        active=(not options.passive and bool(config.get("canaries", "active"))
                                and backend.packets_unavailable() is None))
     try:

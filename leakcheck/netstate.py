@@ -239,6 +239,9 @@ class XfrmState:
     proto: str
     spi: str
     mode: str
+    # (kind, kernel algorithm name, bits): ("aead", "rfc4106(gcm(aes))", 128 = ICV bits),
+    # ("enc", "cbc(aes)", 256 = key bits), ("auth-trunc", "hmac(sha1)", 96). Never the keys.
+    algorithms: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)

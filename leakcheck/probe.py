@@ -33,9 +33,13 @@ from leakcheck.report import RECOMMENDATIONS, Effect, Finding, Severity
 from leakcheck.tunnel import Tunnel
 
 if TYPE_CHECKING:
+    from typing import Callable
+
     from leakcheck.active import Observation
     from leakcheck.active import Probe as ActivePacket
     from leakcheck.disrupt import Control
+    from leakcheck.vpnclients import Clients
+    from leakcheck.platform.posture import PostureFacts
 
 log = logging.getLogger(__name__)
 PROBE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -50,6 +54,11 @@ BUILTIN_DESTINATIONS: dict[int, tuple[str, ...]] = {
 }
 
 __all__ = ["Probe", "ProbeContext", "ProbeSkipped", "Finding", "Severity", "Effect", "validate_probe"]
+
+
+def _live_clients() -> "Clients":
+    from leakcheck.vpnclients import live  # nothing is read until a posture probe asks
+    return live()
 
 
 def _live_control() -> "Control":
@@ -73,6 +82,20 @@ class ProbeContext:
     # The live machine beyond the snapshot: tunnel counters, nudges, the cut, fresh
     # reads, the clock, the agent's tunnel history (leakcheck.disrupt.Control).
     control: "Control" = field(default_factory=_live_control)
+    # The VPN clients' configuration, authentication, negotiated algorithms and installed
+    # versions (leakcheck.vpnclients), read once when a posture probe first asks.
+    clients: "Clients" = field(default_factory=_live_clients)
+    # Configuration facts for the posture probes (leakcheck/platform/posture.py), read on
+    # first use and then shared: the platform backend's reader, None = this platform has none.
+    posture_reader: "Callable[[], PostureFacts] | None" = None
+
+    @functools.cached_property
+    def posture(self) -> "PostureFacts":
+        """The posture facts of this run (read once, on first use)."""
+        from leakcheck.platform.posture import PostureFacts
+        if self.posture_reader is None:
+            return PostureFacts(limits=["leakcheck has no posture reader for this platform yet"])
+        return self.posture_reader()
 
     def active_unavailable(self) -> str | None:
         """Why active checks will not run, or None when they will."""

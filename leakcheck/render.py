@@ -29,7 +29,9 @@ def render_json(report: Report) -> str:
 
 def render_text(report: Report) -> str:
     lines = [_header(report), _tunnel_line(report), "", "VERDICT: " + VERDICT_LINES[report.verdict], ""]
-    lines += [_probe_line(p) for p in report.probes]
+    # The name column fits the longest probe name (posture-autoconnect), at least 10 wide.
+    name_width = max([10, *(len(p.probe) for p in report.probes)])
+    lines += [_probe_line(p, name_width) for p in report.probes]
     shown = [f for p in report.probes if p.status is not Status.SKIP for f in p.findings]
     problems = [f for f in shown if f.effect is not Effect.INFO]
     notes = [f for f in shown if f.effect is Effect.INFO]
@@ -57,7 +59,7 @@ def _tunnel_line(report: Report) -> str:
     return f"Tunnel: {tunnel.kind} ({where}), {tunnel.state}"
 
 
-def _probe_line(probe: Any) -> str:  # may wrap onto more lines
+def _probe_line(probe: Any, name_width: int = 10) -> str:  # may wrap onto more lines
     status = probe.status.value.upper()
     if probe.status is Status.SKIP:
         note = probe.findings[0].evidence.get("reason", "") if probe.findings else ""
@@ -70,7 +72,7 @@ def _probe_line(probe: Any) -> str:  # may wrap onto more lines
         detail = f"{problems} finding{'s' if problems != 1 else ''}" if problems else "ok"
         if notes:
             detail += f" ({notes} note{'s' if notes != 1 else ''})"
-    return "\n".join(_wrap(detail, f"  {status:<5} {probe.probe:<10} ", " " * 19))
+    return "\n".join(_wrap(detail, f"  {status:<5} {probe.probe:<{name_width}} ", " " * (name_width + 9)))
 
 
 def _finding_block(n: int, finding: Any) -> list[str]:

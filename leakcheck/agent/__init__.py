@@ -28,6 +28,15 @@ Files (under `[agent] state_dir`, default /var/lib/leakcheck):
   ``up_at`` and ``outage_s`` are null while the outage is still going on.
 - ``instance``: a random id made once per installation; enrollment sends it
   so the collector can tell a cloned machine from a re-enrolling one.
+- ``flows/``: the live watch's flows documents (leakcheck.flows/1, see
+  leakcheck/flows.py), one per file, named like report spool entries but
+  by ``batch_id``; same atomicity, bounds, ``rejected/``, ``quarantine/``
+  and ``attempts.json`` rules. ``flows-state.json``: its last upload and
+  error (flows never count in the reports' ``dropped``).
+- ``watch.json``: the live watch's state for ``leakcheck status``:
+  ``{"enabled", "state": "off|starting|running|restarting|unavailable|stopped",
+  "detail", "watching", "cannot", "since", "flows_seen", "flows_new",
+  "flow_updates", "documents", "last_flow_at", "restarts"}``.
 - ``lock``: flock'd by whoever changes the spool or the state files.
 
 Every report the agent spools carries its self-health in the optional

@@ -26,12 +26,29 @@ def open_spool(config: Config) -> Spool:
                  max_age_s=parse_duration(config.get("agent", "spool_max_age")))
 
 
+def open_flow_spool(config: Config) -> Spool:
+    """The live watch's flows documents: same bounds, own directory, keyed on batch_id."""
+    p = paths(config)
+    return Spool(p, max_bytes=int(config.get("agent", "spool_max_bytes")),
+                 max_age_s=parse_duration(config.get("agent", "spool_max_age")), directory=p.flows, id_key="batch_id",
+                 state_file=p.flows_state)
+
+
 def read_token(config: Config) -> str | None:
     try:
         token = Path(config.get("collector", "token_file")).read_text(encoding="utf-8").strip()
     except OSError:
         return None
     return token or None
+
+
+def make_flow_uploader(config: Config) -> Uploader | None:
+    """An uploader for flows documents (POST /api/v1/flows, acknowledged by batch_id)."""
+    uploader = make_uploader(config)
+    if uploader is None:
+        return None
+    return Uploader(config.get("collector", "url"), read_token(config) or "", config.get("collector", "ca_file"),
+                    resource="flows", ack_key="batch_id")
 
 
 def make_uploader(config: Config) -> Uploader | None:

@@ -11,6 +11,10 @@ spool and a stdlib HTTP client: the engine's imports (pyroute2, psutil,
 scapy) live and die with each check, and an idle agent stays small. The
 main thread sleeps in select() on the netlink socket and a signal pipe:
 nothing polls. SIGTERM/SIGINT stop it cleanly (a run in progress finishes).
+
+With `[agent] watch` (and CAP_NET_ADMIN) the live watch runs beside this in
+its own child (leakcheck.agent.flowwatch); its flows go through their own
+spool and uploader thread, at once, never behind the reports.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import sys
 import time
 from typing import Any, Sequence
 
-from leakcheck.agent.delivery import make_uploader, open_spool
+from leakcheck.agent.delivery import make_flow_uploader, make_uploader, open_flow_spool, open_spool
+from leakcheck.agent.flowwatch import DEFAULT_SOURCE, FlowPipeline, write_off
 from leakcheck.agent.netwatch import NetlinkWatcher
 from leakcheck.agent.uploader import UploadWorker
 from leakcheck.agent.worker import format_up
@@ -37,11 +42,13 @@ QUIET_S = 0.25  # debounce: the network must be quiet this long...
 SETTLE_MAX_S = 0.75  # ...but a triggered run starts at most this long after the first change
 RUN_TIMEOUT_S = 600.0  # a check that takes longer is killed (probes have their own time limits)
 WORKER = (sys.executable, "-m", "leakcheck.agent.worker")
+FLOWWATCH = (sys.executable, "-m", "leakcheck.agent.flowwatch")
 
 
 class Agent:
     def __init__(self, config: Config, rng: random.Random | None = None, verbose: int = 0,
-                 worker: Sequence[str] = WORKER, run_timeout_s: float = RUN_TIMEOUT_S):
+                 worker: Sequence[str] = WORKER, run_timeout_s: float = RUN_TIMEOUT_S,
+                 watch_source: str = DEFAULT_SOURCE):
         self.config = config
         self.rng = rng or random.Random()
         self.verbose = verbose
@@ -50,6 +57,8 @@ class Agent:
         self.interval_s = parse_duration(config.get("agent", "interval"))
         self.jitter_s = parse_duration(config.get("agent", "jitter"))
         self.on_change = bool(config.get("agent", "on_network_change"))
+        self.watch = bool(config.get("agent", "watch"))
+        self.watch_source = watch_source
         self.spool = open_spool(config)
         self.up: set[str] | None = None  # tunnel interfaces up at the last look
         self._wake_r, self._wake_w = os.pipe()
@@ -64,6 +73,7 @@ class Agent:
         worker = UploadWorker(self.spool, lambda: make_uploader(self.config))
         worker.start()
         worker.kick()  # deliver whatever an earlier life left in the spool
+        flows = self._start_watch()
         watcher = NetlinkWatcher()
         log.info("started: interval %s + jitter up to %s, network-change runs %s, spool %d report(s)",
                  self.config.get("agent", "interval"), self.config.get("agent", "jitter"),
@@ -92,9 +102,41 @@ class Agent:
                 next_run = time.monotonic() + self.interval_s + self.rng.uniform(0, self.jitter_s)
                 # Changes made while probing (ours or the world's) are looked at once more.
         finally:
+            if flows is not None:
+                pipeline, flow_worker = flows
+                pipeline.stop()
+                pipeline.join(timeout=5)
+                flow_worker.stop()
+                flow_worker.join(timeout=5)
             worker.stop()
             worker.join(timeout=5)
             watcher.close()
+
+    def _start_watch(self) -> tuple[FlowPipeline, UploadWorker] | None:
+        """The live watch (leakcheck.agent.flowwatch) and its own spool and
+        uploader, so a leak reaches the collector within seconds, not at the
+        next scheduled run; flows never wait behind reports."""
+        state_file = self.spool.paths.watch
+        if not self.watch:
+            write_off(state_file, "agent.watch = false")
+            return None
+        from leakcheck.privileges import network_privileged
+        if not network_privileged():
+            write_off(state_file, "not privileged: the watch needs CAP_NET_ADMIN (and CAP_NET_RAW)")
+            log.warning("watch: off: this agent has no CAP_NET_ADMIN")
+            return None
+        flow_spool = open_flow_spool(self.config)
+        flow_spool.clean()
+        flow_worker = UploadWorker(flow_spool, lambda: make_flow_uploader(self.config))
+        flow_worker.name = "flow-uploader"
+        flow_worker.start()
+        flow_worker.kick()
+        argv = [*FLOWWATCH, "--source", self.watch_source, *["-v"] * self.verbose]
+        if self.config.source:
+            argv += ["--config", self.config.source]
+        pipeline = FlowPipeline(argv, flow_spool, flow_worker.kick, state_file)
+        pipeline.start()
+        return pipeline, flow_worker
 
     def _check(self, trigger: str, since: float | None = None, observe_only: bool = False) -> None:
         """One check in a child process; waits for it (a signal meanwhile is

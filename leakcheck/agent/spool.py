@@ -33,12 +33,16 @@ class Entry:
 
 
 class Spool:
-    def __init__(self, paths: Paths, max_bytes: int = 64 << 20, max_age_s: float = 30 * 86400):
+    def __init__(self, paths: Paths, max_bytes: int = 64 << 20, max_age_s: float = 30 * 86400,
+                 directory: Path | None = None, id_key: str = "report_id", state_file: Path | None = None):
         self.paths = paths
-        self.dir = paths.spool
+        # The flows spool (leakcheck.flows documents) is a second Spool in its
+        # own directory, keyed on batch_id; the same rules apply to both.
+        self.dir = directory or paths.spool
+        self.id_key = id_key
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
-        self.state = AgentState(paths)
+        self.state = AgentState(paths, state_file)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
 
@@ -65,9 +69,9 @@ class Spool:
         data = json.dumps(report, separators=(",", ":")).encode("utf-8")
         with locked(self.paths.lock):
             spooled = max(time.time_ns(), self._newest_ns() + 1)
-            path = self.dir / f"{spooled:020d}-{report['report_id']}.json"
+            path = self.dir / f"{spooled:020d}-{report[self.id_key]}.json"
             write_atomic(path, data)
-            entry = Entry(path, spooled, report["report_id"], len(data))
+            entry = Entry(path, spooled, report[self.id_key], len(data))
             dropped = self._enforce_bounds(keep=entry)
         if dropped:
             log.warning("spool full: dropped %d oldest report(s)", dropped)

@@ -27,6 +27,20 @@ class Paths:
         return self.root / "spool"
 
     @property
+    def flows(self) -> Path:
+        """The flows spool (leakcheck.flows/1 documents of the live watch)."""
+        return self.root / "flows"
+
+    @property
+    def flows_state(self) -> Path:
+        return self.root / "flows-state.json"
+
+    @property
+    def watch(self) -> Path:
+        """watch.json: the live watch's state and flow counts, for `leakcheck status`."""
+        return self.root / "watch.json"
+
+    @property
     def state(self) -> Path:
         return self.root / "state.json"
 
@@ -44,13 +58,15 @@ class Paths:
 
 
 class AgentState:
-    """state.json: last upload, last error, dropped count."""
+    """state.json: last upload, last error, dropped count (flows-state.json:
+    the same for the flows spool, so flows never count as dropped reports)."""
 
-    def __init__(self, paths: Paths):
+    def __init__(self, paths: Paths, file: Path | None = None):
         self.paths = paths
+        self.file = file or paths.state
 
     def read(self) -> dict[str, Any]:
-        data = read_json(self.paths.state, {})
+        data = read_json(self.file, {})
         return {"last_upload": data.get("last_upload"), "last_error": data.get("last_error"),
                 "last_error_at": data.get("last_error_at"), "dropped": int(data.get("dropped", 0))}
 
@@ -61,7 +77,7 @@ class AgentState:
                 data["dropped"] += int(changes.pop("add_dropped"))
             data.update(changes)
             self.paths.root.mkdir(parents=True, exist_ok=True)
-            write_json(self.paths.state, data)
+            write_json(self.file, data)
             return data
 
 

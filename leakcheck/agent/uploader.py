@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from leakcheck.agent.files import write_atomic
 from leakcheck.agent.spool import Spool
 from leakcheck.agent.state import now_text
 
@@ -85,13 +86,16 @@ def tls_context(ca_file: str):  # type: ignore[no-untyped-def]
 class Uploader:
     def __init__(self, url: str, token: str, ca_file: str = "", timeout_s: float = 10.0,
                  backoff: Backoff | None = None, max_retry_after_s: float = 3600.0,
-                 min_retry_after_s: float = 1.0, max_attempts: int = 5):
+                 min_retry_after_s: float = 1.0, max_attempts: int = 5, resource: str = "reports",
+                 ack_key: str = "report_id"):
         parts = urllib.parse.urlsplit(url.rstrip("/"))
         self.https = parts.scheme == "https"
         self.host = parts.hostname or ""
         self.port = parts.port
-        self.path = parts.path + "/api/v1/reports"
-        self.endpoint = url.rstrip("/") + "/api/v1/reports"
+        # reports (report_id) or flows (batch_id): the same delivery rules for both.
+        self.path = parts.path + f"/api/v1/{resource}"
+        self.endpoint = url.rstrip("/") + f"/api/v1/{resource}"
+        self.ack_key = ack_key
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                         "User-Agent": "leakcheck-agent"}
         self.ca_file = ca_file
@@ -125,6 +129,8 @@ class Uploader:
         while True:
             entries = spool.entries()
             if not entries:
+                if result.delivered:  # the collector answers now: a good moment for its advisory table
+                    self.refresh_advisories(spool.paths.root)
                 return result
             entry = entries[0]
             outcome, delay = self._send(entry.path.read_bytes(), entry.report_id)
@@ -163,13 +169,48 @@ class Uploader:
                 result.remaining = len(spool.entries())
                 return result
 
+    def refresh_advisories(self, root: Path) -> str:
+        """Fetch the collector's VPN client advisory table into `root`/advisories.json
+        (where posture-updates looks, leakcheck/vpnclients.py), conditionally on the
+        ETag of the copy we have. Only a table that parses is kept; any failure keeps
+        the old copy and never touches report delivery. Returns what happened."""
+        from leakcheck import advisories
+
+        etag_path, table_path = root / ADVISORIES_ETAG, root / ADVISORIES
+        headers = dict(self.headers)
+        headers.pop("Content-Type", None)
+        if table_path.is_file() and etag_path.is_file():
+            headers["If-None-Match"] = etag_path.read_text(errors="replace").strip()[:200]
+        try:
+            conn = self._connection()
+            conn.request("GET", self.path.rsplit("/", 1)[0] + "/advisories", headers=headers)
+            response = conn.getresponse()
+            body = response.read(advisories_max_bytes() + 1)
+            if response.will_close:
+                self.close()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            return f"not fetched: {type(exc).__name__}"
+        if response.status != 200:
+            return f"not fetched: {response.status}"  # 304 current, 404 none served
+        try:
+            if len(body) > advisories_max_bytes():
+                raise ValueError("too large")
+            advisories.parse(json.loads(body), "collector")
+        except ValueError as exc:
+            log.warning("collector's advisory table not kept: %s", exc)
+            return "refused: malformed"
+        write_atomic(table_path, body, 0o644)
+        write_atomic(etag_path, (response.getheader("ETag") or "").encode(), 0o644)
+        return "updated"
+
     def _send(self, body: bytes, report_id: str) -> tuple[str, float | None]:
         try:
             code, retry_after, answer = self._post(body)
         except (OSError, http.client.HTTPException) as exc:
             return f"cannot reach collector: {type(exc).__name__}", None
         if code in (200, 201):
-            if acknowledged(answer, report_id):
+            if acknowledged(answer, report_id, self.ack_key):
                 return "ok", None
             return f"answer {code} does not acknowledge the report (not a leakcheck collector?)", None
         if code == 429:
@@ -211,13 +252,22 @@ class Uploader:
         return min(max(seconds, self.min_retry_after_s), self.max_retry_after_s)
 
 
-def acknowledged(answer: bytes, report_id: str) -> bool:
-    """The collector's answer names the report it stored (or already had)."""
+ADVISORIES = "advisories.json"  # leakcheck.vpnclients.CACHED_TABLE
+ADVISORIES_ETAG = "advisories.etag"
+
+
+def advisories_max_bytes() -> int:
+    from leakcheck.advisories import MAX_BYTES  # one bound for the collector and the agent
+    return MAX_BYTES
+
+
+def acknowledged(answer: bytes, report_id: str, key: str = "report_id") -> bool:
+    """The collector's answer names the report (or flows batch) it stored (or already had)."""
     try:
         data = json.loads(answer)
     except (ValueError, UnicodeDecodeError):
         return False
-    return isinstance(data, dict) and data.get("report_id") == report_id
+    return isinstance(data, dict) and data.get(key) == report_id
 
 
 def retry_after_seconds(header: str | None, now: datetime | None = None) -> float | None:

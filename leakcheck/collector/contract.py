@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StringConstraints,
+                      model_serializer, model_validator)
 
 from leakcheck.report import SCHEMA, Contract, problems, time_problem
 
@@ -81,6 +82,15 @@ class ProbeIn(Strict):
     # Optional (added within report/1): recommendation keys the probe checks. Keys this
     # collector does not know are kept (a newer agent may know more).
     checks: list[Name] = Field(default_factory=list, max_length=Contract.CHECKS_MAX)
+
+    @model_serializer(mode="wrap")
+    def _stored_as_sent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An optional field stays absent when the agent did not send it, so the
+        stored report reads back as the agent's own document."""
+        out = handler(self)
+        if not out.get("checks"):
+            out.pop("checks", None)
+        return out
 
 
 class AgentHealth(Strict):
@@ -154,4 +164,79 @@ class EnrollOut(BaseModel):
 
 class SubmitOut(BaseModel):
     report_id: str
+    stored: bool  # false = a resubmission; nothing new was stored
+
+
+# -- leakcheck.flows/1 (leakcheck/flows.py): the agent's live watch ------------------
+
+from leakcheck import flows as flows_contract  # noqa: E402
+from leakcheck.flows import FlowsContract  # noqa: E402
+
+Port = Annotated[int, Field(ge=0, le=FlowsContract.PORT_MAX)]
+SystemId = Annotated[int, Field(ge=0, le=FlowsContract.ID_MAX)]
+Address = Annotated[str, StringConstraints(max_length=64)]
+FlowText = Annotated[str, StringConstraints(max_length=FlowsContract.FLOW_TEXT_MAX)]
+
+
+def _max_text(n: int) -> Any:
+    return Annotated[str, StringConstraints(max_length=n)]
+
+
+class FlowEvidenceIn(BaseModel):
+    """The watch's evidence keys, typed. Further keys (a newer agent's) are
+    kept as data, bounded by the evidence checks (flows.problems)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    proto: _pattern(FlowsContract.PROTO)
+    src: Address
+    sport: Optional[Port]
+    dst: Address
+    dport: Optional[Port]
+    interface: Optional[Interface]
+    uid: Optional[SystemId]
+    gid: Optional[SystemId]
+    pid: Optional[SystemId]
+    command: Optional[_max_text(FlowsContract.COMMAND_MAX)]
+    exe: Optional[_max_text(FlowsContract.PATH_MAX)]
+    cgroup: Optional[_max_text(FlowsContract.PATH_MAX)]
+    dns_name: Optional[_max_text(FlowsContract.DNS_NAME_MAX)]
+    first_seen: Time
+    last_seen: Time
+    count: Annotated[int, Field(ge=1, le=Contract.COUNTER_MAX)]
+
+
+class FlowIn(Strict):
+    id: Literal["watch.flow-outside-tunnel", "watch.flow-predates-tunnel", "watch.dns-outside-tunnel"]
+    severity: Literal["critical", "high", "medium", "low", "info"]
+    summary: FlowText
+    evidence: FlowEvidenceIn
+    recommendation: FlowText
+    guidance: FlowText
+
+
+assert set(FlowIn.model_fields["id"].annotation.__args__) == set(flows_contract.FINDING_IDS)
+
+
+class FlowsIn(Strict):
+    schema_: Literal["leakcheck.flows/1"] = Field(alias="schema")
+    batch_id: Uuid
+    agent_version: Version
+    device: DeviceIn
+    sent_at: Time
+    flows: list[FlowIn] = Field(max_length=FlowsContract.FLOWS_MAX)
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        found = flows_contract.problems(data)
+        if found:
+            raise ValueError("; ".join(found[:5]))
+        return data
+
+
+class FlowsOut(BaseModel):
+    batch_id: str
     stored: bool  # false = a resubmission; nothing new was stored

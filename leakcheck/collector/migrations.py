@@ -133,9 +133,110 @@ CREATE TABLE health (
 INSERT INTO health (id, checked_at) VALUES (1, 0);
 """
 
-# Issue 13 (read side): indexes for the paged device list and the summary's
-# counts at 100,000 devices, and the audit log of admin actions.
+# Issue 13, alerts: the dispatcher's lease and cursors (one row), its own
+# last-notified state per device, the event log, the durable per-sink outbox
+# and the delivery log; indexes for polling devices incrementally (by
+# last_seen) and finding stale ones (by last_started_at).
 _V4 = """
+CREATE INDEX ix_devices_last_seen ON devices (last_seen);
+CREATE INDEX ix_devices_last_started ON devices (last_started_at);
+CREATE TABLE alert_lease (
+    id INTEGER NOT NULL,
+    holder VARCHAR(64) NOT NULL,
+    expires_at FLOAT NOT NULL,
+    seen_cursor FLOAT NOT NULL,
+    clone_cursor BIGINT NOT NULL,
+    stale_checked_at FLOAT NOT NULL,
+    PRIMARY KEY (id)
+);
+INSERT INTO alert_lease (id, holder, expires_at, seen_cursor, clone_cursor, stale_checked_at)
+    VALUES (1, '', 0, 0, 0, 0);
+CREATE TABLE alert_state (
+    device_id VARCHAR(128) NOT NULL,
+    report_id VARCHAR(36),
+    leaking TEXT NOT NULL,
+    stale INTEGER NOT NULL,
+    slow INTEGER NOT NULL,
+    updated_at FLOAT NOT NULL,
+    PRIMARY KEY (device_id)
+);
+CREATE TABLE alert_events (
+    seq {bigserial} NOT NULL,
+    event_id VARCHAR(36) NOT NULL,
+    type VARCHAR(32) NOT NULL,
+    at FLOAT NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (seq),
+    UNIQUE (event_id)
+);
+CREATE INDEX ix_alert_events_at ON alert_events (at);
+CREATE TABLE alert_outbox (
+    id {bigserial} NOT NULL,
+    sink VARCHAR(200) NOT NULL,
+    seq BIGINT NOT NULL,
+    attempts INTEGER NOT NULL,
+    due_at FLOAT NOT NULL,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_alert_outbox_sink_due ON alert_outbox (sink, due_at);
+CREATE TABLE alert_deliveries (
+    id {bigserial} NOT NULL,
+    sink VARCHAR(200) NOT NULL,
+    attempted_at FLOAT NOT NULL,
+    events INTEGER NOT NULL,
+    first_seq BIGINT NOT NULL,
+    last_seq BIGINT NOT NULL,
+    attempt INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT,
+    duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_alert_deliveries_at ON alert_deliveries (attempted_at);
+"""
+
+# Issue 11: flows the agents' live watch saw leave outside the tunnel, one
+# row per (device, application, destination, port, protocol), and the
+# flows documents already stored (idempotence on batch_id). The key holds
+# a hash of the application: an executable path can be longer than a
+# PostgreSQL index entry may be.
+_V5 = """
+CREATE TABLE flows (
+    id {bigserial} NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    app TEXT NOT NULL,
+    app_hash VARCHAR(64) NOT NULL,
+    dst VARCHAR(64) NOT NULL,
+    dport INTEGER NOT NULL,
+    proto VARCHAR(16) NOT NULL,
+    finding_id VARCHAR(128) NOT NULL,
+    severity VARCHAR(8) NOT NULL,
+    summary TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    first_seen FLOAT NOT NULL,
+    last_seen FLOAT NOT NULL,
+    count BIGINT NOT NULL,
+    received_at FLOAT NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT uq_flows_key UNIQUE (device_id, app_hash, dst, dport, proto)
+);
+CREATE INDEX ix_flows_last_seen ON flows (last_seen);
+CREATE INDEX ix_flows_app ON flows (app_hash, last_seen);
+CREATE TABLE flow_batches (
+    batch_id VARCHAR(36) NOT NULL,
+    device_id VARCHAR(128) NOT NULL,
+    received_at FLOAT NOT NULL,
+    flows INTEGER NOT NULL,
+    PRIMARY KEY (batch_id)
+);
+CREATE INDEX ix_flow_batches_received ON flow_batches (received_at);
+"""
+
+# Step 6, issue 13 (read side): indexes for the paged device list and the summary's
+# counts at 100,000 devices, and the audit log of admin actions.
+_V6 = """
 CREATE INDEX ix_devices_host ON devices (hostname, device_id);
 CREATE INDEX ix_devices_verdict ON devices (last_verdict, hostname, device_id);
 CREATE INDEX ix_devices_os ON devices (os);
@@ -158,7 +259,7 @@ _TYPES = {"sqlite": {"serial": "INTEGER", "bigserial": "INTEGER"},
 # steps is how an auto-incrementing key is spelled.
 STEPS: dict[int, dict[str, str]] = {
     number: {dialect: ddl.format(**types) for dialect, types in _TYPES.items()}
-    for number, ddl in ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+    for number, ddl in ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6))
 }
 
 

@@ -63,7 +63,10 @@ devices = Table(
     Column("quarantined", Integer, nullable=True),
     Column("budget_day", BigInteger, nullable=False, default=0),
     Column("budget_bytes", BigInteger, nullable=False, default=0),
-    # v4: the paged device list (by hostname; leaking ones first on the
+    # v4: the alert dispatcher polls by last_seen and looks for stale devices.
+    Index("ix_devices_last_seen", "last_seen"),
+    Index("ix_devices_last_started", "last_started_at"),
+    # v6: the paged device list (by hostname; leaking ones first on the
     # overview), the summary's per-verdict and per-OS counts, slowest reconnects.
     Index("ix_devices_host", "hostname", "device_id"),
     Index("ix_devices_verdict", "last_verdict", "hostname", "device_id"),
@@ -155,7 +158,105 @@ health = Table(
     Column("checked_at", Float, nullable=False),
 )
 
-# v4: admin actions (token made or revoked, re-enrollment approved, ...):
+# v4, alerts (leakcheck.collector.alerts): one row holding the dispatcher's
+# lease (which replica dispatches, until when) and its cursors.
+alert_lease = Table(
+    "alert_lease", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("seen_cursor", Float, nullable=False),  # devices.last_seen already examined
+    Column("clone_cursor", BigInteger, nullable=False),  # clone_events.id already examined
+    Column("stale_checked_at", Float, nullable=False),
+)
+
+# What the dispatcher last notified per device: diffed against the device's
+# current state to produce events (kept apart from ingest's tables).
+alert_state = Table(
+    "alert_state", metadata,
+    Column("device_id", String(128), primary_key=True),
+    Column("report_id", String(36), nullable=True),  # the latest report examined
+    Column("leaking", Text, nullable=False),  # JSON list of leak finding ids notified
+    Column("stale", Integer, nullable=False),
+    Column("slow", Integer, nullable=False),  # reconnect slower than the bound, notified
+    Column("updated_at", Float, nullable=False),
+)
+
+# Every event, in order (seq); `body` is the event as sinks receive it.
+alert_events = Table(
+    "alert_events", metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("type", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("body", Text, nullable=False),
+    Index("ix_alert_events_at", "at"),
+)
+
+# One row per (sink, event) not yet delivered: a sink that is down keeps its rows.
+alert_outbox = Table(
+    "alert_outbox", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("sink", String(200), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Index("ix_alert_outbox_sink_due", "sink", "due_at"),
+)
+
+# One row per delivery attempt (a batch of events to one sink).
+alert_deliveries = Table(
+    "alert_deliveries", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("sink", String(200), nullable=False),
+    Column("attempted_at", Float, nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("ok", Integer, nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_alert_deliveries_at", "attempted_at"),
+)
+
+# v5: flows the agents' live watch saw leave outside the tunnel (leakcheck.flows/1),
+# one row per dedup key of a device; `dport` is -1 when the flow has none (ICMP).
+flows = Table(
+    "flows", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("device_id", String(128), nullable=False),
+    Column("app", Text, nullable=False),  # exe, else command, else ""
+    Column("app_hash", String(64), nullable=False),  # sha256 of app: keys stay index-sized
+    Column("dst", String(64), nullable=False),
+    Column("dport", Integer, nullable=False),
+    Column("proto", String(16), nullable=False),
+    Column("finding_id", String(128), nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("evidence", Text, nullable=False),  # the latest evidence, JSON
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("received_at", Float, nullable=False),
+    UniqueConstraint("device_id", "app_hash", "dst", "dport", "proto", name="uq_flows_key"),
+    Index("ix_flows_last_seen", "last_seen"),
+    Index("ix_flows_app", "app_hash", "last_seen"),
+)
+
+# Flows documents stored: a resubmitted batch_id stores nothing.
+flow_batches = Table(
+    "flow_batches", metadata,
+    Column("batch_id", String(36), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("flows", Integer, nullable=False),
+    Index("ix_flow_batches_received", "received_at"),
+)
+
+# v6: admin actions (token made or revoked, re-enrollment approved, ...):
 # who (token id and label, or `cli:<user>`), what, when. Read by admins.
 audit_log = Table(
     "audit_log", metadata,

@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from leakcheck.errors import ConfigError
+
+if TYPE_CHECKING:
+    from leakcheck.collector.alerts.config import AlertConfig
 
 DEFAULT_DB = "/var/lib/leakcheck/collector.sqlite3"
 
@@ -45,6 +49,9 @@ class Settings:
     # Secrets as files (workers read them; never passed in the environment).
     enroll_secret_file: str = ""
     db_password_file: str = ""
+    # The VPN client advisory table (leakcheck.advisories/1) the admin placed here; agents
+    # fetch it from GET /api/v1/advisories. Empty = none served (agents keep the shipped one).
+    advisories_file: str = ""
     # Optional OIDC sign-in for the web page (leakcheck.collector.oidc); empty issuer = off.
     oidc_issuer: str = ""
     oidc_client_id: str = ""
@@ -54,6 +61,10 @@ class Settings:
     oidc_admin_value: str = "leakcheck-admin"
     oidc_analyst_value: str = "leakcheck-analyst"
     extra: dict[str, str] = field(default_factory=dict)
+    # Issue 13: the `[alerts]` table (webhooks, SIEM feeds, bounds), as plain
+    # data so it reaches workers in the settings file; validated here, read by
+    # leakcheck.collector.alerts.config (secrets stay in their own files).
+    alerts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:
@@ -62,8 +73,14 @@ class Settings:
             raise ConfigError("must be positive", key="rate_limit")
         if self.device_interval_s < 1:
             raise ConfigError("must be positive", key="device_interval_s")
+        if self.alerts:
+            self.alert_config()
         if self.oidc_issuer and not (self.oidc_client_id and self.oidc_issuer.startswith(("https://", "http://"))):
             raise ConfigError("needs an http(s) issuer URL and a client id", key="oidc_issuer")
+
+    def alert_config(self) -> "AlertConfig":
+        from leakcheck.collector.alerts.config import parse
+        return parse(self.alerts)
 
     def oidc(self):  # type: ignore[no-untyped-def]
         """The OIDC settings, or None when sign-in by OIDC is off."""

@@ -1,4 +1,4 @@
-"""`leakcheck collector serve|token|migrate`: run and administer the collector."""
+"""`leakcheck collector serve|token|migrate|alerts`: run and administer the collector."""
 
 from __future__ import annotations
 
@@ -41,7 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--oidc-role-claim", default="roles", help="ID token claim holding the role")
     serve.add_argument("--oidc-admin-value", default="leakcheck-admin")
     serve.add_argument("--oidc-analyst-value", default="leakcheck-analyst")
-
+    serve.add_argument("--advisories-file", metavar="FILE", default="",
+                       help="VPN client advisory table (leakcheck.advisories/1 JSON) served to agents")
+    from leakcheck.collector.alerts import cli as alerts_cli
+    alerts_cli.add_serve_options(serve)
     serve.set_defaults(func=_serve)
 
     token = actions.add_parser("token", help="list, create or revoke tokens")
@@ -78,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _db_arg(migrate)
     migrate.set_defaults(func=_migrate)
 
+    alerts_cli.register(actions, _db_arg)
+    actions.choices["alerts"].set_defaults(func=_alerts)
+
 
 def _db_arg(parser: argparse.ArgumentParser, outer: bool = False) -> None:
     # argparse lets a subcommand's defaults overwrite what its parent parsed,
@@ -97,6 +103,7 @@ def _settings(args: argparse.Namespace, **extra):  # type: ignore[no-untyped-def
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from leakcheck.collector.alerts.cli import alerts_settings
     from leakcheck.collector.server import serve
     from leakcheck.collector.settings import read_secret
 
@@ -112,7 +119,9 @@ def _serve(args: argparse.Namespace) -> int:
                          oidc_client_secret_file=str(Path(args.oidc_client_secret_file).absolute())
                          if args.oidc_client_secret_file else "",
                          oidc_redirect_uri=args.oidc_redirect_uri, oidc_role_claim=args.oidc_role_claim,
-                         oidc_admin_value=args.oidc_admin_value, oidc_analyst_value=args.oidc_analyst_value)
+                         oidc_admin_value=args.oidc_admin_value, oidc_analyst_value=args.oidc_analyst_value,
+                         advisories_file=str(Path(args.advisories_file).absolute()) if args.advisories_file else "",
+                         alerts=alerts_settings(args))
     serve(settings, args.listen, args.port, args.workers, args.tls_cert, args.tls_key)
     return 0
 
@@ -180,6 +189,11 @@ def _audit(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['at']}  {r['actor']:<30} {r['action']:<20} {json.dumps(r['detail'], sort_keys=True)}")
     return 0
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from leakcheck.collector.alerts.cli import run
+    return run(args, _store(args).engine)
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -1,5 +1,10 @@
-"""`leakcheck fleet summary|devices|findings|export`: fleet reports for
-security teams, pulled from the collector with a read-only analyst token."""
+"""`leakcheck fleet summary|devices|findings|finding-devices|audit|flows|export|conformance`:
+fleet reports for security teams, pulled from the collector with a read-only
+analyst token (audit: an admin token). Lists page by the collector's cursor
+(`--limit`, `--cursor`, or `--all` streamed). `flows` lists the flows the
+agents' live watch saw leave outside the tunnel (every page of the API's
+cursor), or with `--by app|device` the leaked flows per application or per
+device."""
 
 from __future__ import annotations
 
@@ -30,12 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        ("findings", "findings by probe, finding id, device, OS, tunnel kind and time range"),
                        ("finding-devices", "the devices whose latest report has FINDING_ID"),
                        ("audit", "the audit log of admin actions (admin token)"),
-                       ("export", "every report in a time range (CSV or JSON lines)")):
+                       ("flows", "flows leaked outside the tunnel (live watch), per device or application"),
+                       ("export", "every report in a time range (CSV, JSON lines, or OCSF findings)"),
+                       ("conformance", "devices meeting each NCSC recommendation, and the daily trend")):
         view = views.add_parser(name, help=text)
         view.add_argument("--collector", metavar="URL", required=True)
         view.add_argument("--token-file", metavar="FILE", required=True, help="analyst (or admin) token")
         view.add_argument("--ca-file", metavar="FILE", default="", help="CA bundle (default: system store)")
-        view.add_argument("--format", choices=("table", "json", "csv"), default="table")
+        view.add_argument("--format", choices=("table", "json", "csv", "ocsf") if name == "export"
+                          else ("table", "json", "csv"), default="table",
+                          help="export: ocsf = each finding as an OCSF Detection/Compliance Finding (JSON lines)"
+                          if name == "export" else None)
         if name in ("findings", "export", "devices"):
             view.add_argument("--since", metavar="RFC3339")
             view.add_argument("--until", metavar="RFC3339")
@@ -56,23 +66,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                               help="rows per page (the next page's --cursor goes to stderr)")
             view.add_argument("--cursor", help="continue from a previous page")
             view.add_argument("--all", action="store_true", help="every page, streamed as it arrives")
-        if name == "summary":
+        if name in ("summary", "conformance"):
             view.add_argument("--days", type=int, default=30)
+        if name == "flows":
+            view.add_argument("--device", help="only this device id")
+            view.add_argument("--app", help="only this application (executable, else command)")
+            view.add_argument("--since", metavar="RFC3339", help="only flows last seen at or after")
+            view.add_argument("--by", choices=("app", "device"),
+                              help="leaked flows per application or per device instead of each flow")
         view.set_defaults(func=execute)
 
 
 def execute(args: argparse.Namespace) -> int:
     if args.view in LISTS:
         return _list(args)
-    data = _fetch(args)
+    data = _fetch_flows(args) if args.view == "flows" else _fetch(args)
     out = sys.stdout
     if args.view == "export":
         out.write(data)
         return 0
     if args.format == "json":
         out.write(json.dumps(data, indent=2) + "\n")
-    else:
+    elif args.view == "summary":
         out.write(render_summary(data) if args.format == "table" else _csv(_summary_rows(data)))
+    elif args.view == "conformance":
+        out.write(render_conformance(data) if args.format == "table" else _csv(_conformance_rows(data)))
+    else:
+        rows = [_flatten(r) for r in data]
+        columns = COLUMNS[f"flows-{args.by}" if args.view == "flows" and args.by else args.view]
+        out.write(_table(rows, columns) if args.format == "table" else _csv(rows))
     return 0
 
 
@@ -81,6 +103,10 @@ COLUMNS = {
                 "agent.spool_depth", "agent.dropped", "agent.last_error"),
     "findings": ("started_at", "hostname", "device_id", "probe", "finding_id", "severity", "summary"),
     "audit": ("at", "actor", "action", "detail"),
+    "flows": ("last_seen", "hostname", "device_id", "app", "proto", "dst", "dport", "count", "finding_id",
+              "first_seen"),
+    "flows-app": ("app", "devices", "flows", "packets", "first_seen", "last_seen"),
+    "flows-device": ("hostname", "device_id", "apps", "flows", "packets", "first_seen", "last_seen"),
 }
 COLUMNS["finding-devices"] = COLUMNS["devices"]
 
@@ -178,11 +204,29 @@ def _request(args: argparse.Namespace, url: str, params: dict[str, Any] | None) 
     return response
 
 
+def _get(args: argparse.Namespace, path: str, params: dict[str, Any]) -> Any:
+    return _request(args, args.collector.rstrip("/") + "/api/v1" + path, params).json()
+
+
+def _fetch_flows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.by:
+        return _get(args, "/flows/summary", {"by": args.by, "since": args.since})
+    flows: list[dict[str, Any]] = []
+    cursor: str | None = "0"
+    while cursor is not None:  # every page: the cursor is stable while flows are updated
+        page = _get(args, "/flows", {"device": args.device, "app": args.app, "since": args.since,
+                                     "cursor": cursor, "limit": 5000})
+        flows += page["flows"]
+        cursor = page["next_cursor"]
+    return flows
+
+
 def _fetch(args: argparse.Namespace) -> Any:
     base = args.collector.rstrip("/") + "/api/v1"
     path, params = {
         "summary": ("/fleet/summary", {"days": getattr(args, "days", 30)}),
-        "export": ("/export", {"format": "json" if args.format == "json" else "csv",
+        "conformance": ("/conformance", {"days": getattr(args, "days", 30)}),
+        "export": ("/export", {"format": args.format if args.format in ("json", "ocsf") else "csv",
                                "since": getattr(args, "since", None), "until": getattr(args, "until", None)}),
     }[args.view]
     response = _request(args, base + path, params)
@@ -257,3 +301,24 @@ def render_summary(s: dict[str, Any]) -> str:
              "Slowest reconnects:",
              _table(s["slowest_reconnects"], ("hostname", "device_id", "reconnect_s"))]
     return "\n".join(parts)
+
+
+def _conformance_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"day": "latest", "recommendation": r["key"], "devices": r["devices"], "checked": r["checked"],
+             "meets": r["meets"], "fails": r["fails"]} for r in data["recommendations"]]
+    rows += [{"day": d["day"], "recommendation": k, **v} for d in data["trend"]
+             for k, v in d["recommendations"].items()]
+    return rows
+
+
+def render_conformance(data: dict[str, Any]) -> str:
+    """The conformance table (latest report per device), then the share meeting each one per day."""
+    table = [{"recommendation": r["key"], "checked": r["checked"], "meets": r["meets"], "fails": r["fails"],
+              "not_checked": r["devices"] - r["checked"]} for r in data["recommendations"]]
+    keys = [r["key"] for r in data["recommendations"]]
+    trend = [{"day": d["day"], **{k: (f"{d['recommendations'][k]['meets']}/{d['recommendations'][k]['checked']}"
+                                     if d["recommendations"][k]["checked"] else "-") for k in keys}}
+             for d in data["trend"]]
+    return "\n".join([f"NCSC conformance: {data['devices']} devices, by their latest report", "",
+                      _table(table, ("recommendation", "checked", "meets", "fails", "not_checked")),
+                      "Per day (devices meeting / checked):", _table(trend, ("day", *keys))])

@@ -15,11 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def execute(args: argparse.Namespace) -> int:
     from leakcheck.registry import discover
 
-    for name, cls in discover().items():
+    probes = discover()
+    width = max([10, *map(len, probes)])  # the names' column fits the longest (posture-updates)
+    indent = " " * (width + 1)
+    for name, cls in probes.items():
         flags = [f for f, on in (("needs root", cls.needs_root), ("disruptive", cls.disruptive)) if on]
-        print(f"{name:<10} {cls.leak_class}" + (f" [{', '.join(flags)}]" if flags else ""))
+        print(f"{name:<{width}} {cls.leak_class}" + (f" [{', '.join(flags)}]" if flags else ""))
         print(textwrap.fill("finding ids: " + ", ".join(cls.finding_ids), 80,
-                            initial_indent="           ", subsequent_indent="             "))
+                            initial_indent=indent, subsequent_indent=indent + "  "))
         if args.long:
-            print(textwrap.indent(cls.manual(), "           ") + "\n")
+            print(textwrap.indent(cls.manual(), indent) + "\n")
     return 0

@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def gather(config: config_mod.Config) -> dict:
     from leakcheck.agent.delivery import open_spool, read_token
+    from leakcheck.agent.files import read_json
     from leakcheck.agent.state import TunnelHistory
 
     spool = open_spool(config)
@@ -34,7 +35,23 @@ def gather(config: config_mod.Config) -> dict:
         "last_upload": state["last_upload"], "last_error": state["last_error"],
         "last_error_at": state["last_error_at"], "dropped": state["dropped"],
         "tunnel_history": TunnelHistory(spool.paths).read()[-20:],
+        "watch": _watch(config, read_json(spool.paths.watch, None)),
     }
+
+
+def _watch(config: config_mod.Config, state: dict | None) -> dict:
+    """The live watch's state (watch.json, written by the agent) and its flows spool."""
+    from leakcheck.agent.delivery import open_flow_spool
+
+    flows = open_flow_spool(config)
+    entries = flows.entries()
+    out = dict(state) if isinstance(state, dict) else {
+        "enabled": bool(config.get("agent", "watch")), "state": "unknown",
+        "detail": "the agent has not run since the watch was added"}
+    out.update(spool_documents=len(entries), spool_bytes=sum(e.size for e in entries),
+               quarantined_documents=flows.quarantined(), last_upload=flows.state.read()["last_upload"],
+               last_error=flows.state.read()["last_error"])
+    return out
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -52,6 +69,17 @@ def execute(args: argparse.Namespace) -> int:
     print(f"last upload:  {status['last_upload'] or 'never'}")
     print(f"last error:   {status['last_error'] or 'none'}"
           f"{' at ' + status['last_error_at'] if status['last_error'] and status['last_error_at'] else ''}")
+    watch = status["watch"]
+    print(f"watch:        {watch['state']}" + (f" - {watch['detail']}" if watch.get("detail") else ""))
+    if "flows_seen" in watch:
+        print(f"              flows outside the tunnel: {watch['flows_new']} sent as new, "
+              f"{watch['flow_updates']} update(s), {watch['flows_seen']} event(s) seen; "
+              f"last at {watch['last_flow_at'] or 'never'}")
+    for text in watch.get("cannot") or []:
+        print(f"              cannot: {text}")
+    print(f"              flows spool: {watch['spool_documents']} document(s), {watch['spool_bytes']} bytes; "
+          f"last upload {watch['last_upload'] or 'never'}"
+          + (f"; last error: {watch['last_error']}" if watch["last_error"] else ""))
     print("tunnel history (latest last):")
     if not status["tunnel_history"]:
         print("  no transitions recorded")

@@ -3,7 +3,8 @@ not compiled in (CONFIG_NF_CONNTRACK_PROCFS is off on many kernels).
 
 One dump request (IPCTNL_MSG_CT_GET with NLM_F_DUMP, family AF_UNSPEC: both
 IP families) and, from each answer, the original direction's addresses,
-protocol and ports. Only the tunnel-owner reader uses it (the peers of a VPN
+protocol and ports, and the status bits (answered or not). The tunnel-owner
+reader and the live watch (flows predating the tunnel) use it (the peers of a VPN
 client's unconnected UDP socket); reading needs CAP_NET_ADMIN.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 NETLINK_NETFILTER = 12
@@ -21,7 +22,7 @@ IPCTNL_MSG_CT_GET = 1
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
-CTA_TUPLE_ORIG = 1
+CTA_TUPLE_ORIG, CTA_STATUS = 1, 3
 CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
 CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
@@ -39,6 +40,7 @@ class TrackedFlow:
     dst: str
     sport: int
     dport: int
+    status: int | None = field(default=None, compare=False)  # IPS_* bits (IPS_SEEN_REPLY = 0x2: the flow was answered)
 
 
 def dump_request(seq: int = 1) -> bytes:
@@ -92,11 +94,14 @@ def parse_dump(data: bytes, out: list[TrackedFlow]) -> bool:
                 raise OSError(code, f"ctnetlink: {os.strerror(code)}")
             return True
         start = offset + NLMSGHDR.size + NFGENMSG.size
+        flow, status = None, None
         for kind, value in _attributes(data, start, offset + length):
             if kind == CTA_TUPLE_ORIG:
                 flow = _tuple(value)
-                if flow is not None:
-                    out.append(flow)
+            elif kind == CTA_STATUS and len(value) >= 4:
+                status = struct.unpack("!I", value[:4])[0]
+        if flow is not None:
+            out.append(flow if status is None else replace(flow, status=status))
         offset += (length + 3) & ~3
     return False
 

@@ -8,7 +8,7 @@ daemon itself knows: its IKE SAs' `remote-host`. It answers on a unix socket
 sockets the process holds (/proc/net/unix by inode) and reach through
 /proc/PID/root, so a charon in its own mount namespace is found as well.
 
-Only `list-sas` is asked (read-only). The wire format, from strongSwan's
+Only `list-sas` and `list-conns` are asked (read-only). The wire format, from strongSwan's
 vici documentation: a 32-bit big-endian length, then an operation byte
 (CMD_REQUEST 0, CMD_RESPONSE 1, CMD_UNKNOWN 2, EVENT_REGISTER 3,
 EVENT_UNREGISTER 4, EVENT_CONFIRM 5, EVENT_UNKNOWN 6, EVENT 7), a name
@@ -179,28 +179,41 @@ def _recv_packet(sock: socket.socket) -> tuple[int, str, dict[str, Any]]:
     return decode_packet(_recv_exact(sock, length))
 
 
-def list_sas(path: str | os.PathLike, timeout: float = TIMEOUT_S) -> list[dict[str, Any]]:
-    """The `list-sa` events charon streams for `list-sas` (one dict per IKE SA)."""
+def _streamed(path: str | os.PathLike, command: str, event_name: str, timeout: float) -> list[dict[str, Any]]:
+    """The events charon streams for a listing command (`list-sas` -> `list-sa`,
+    `list-conns` -> `list-conn`), registered for first, ended by the response."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(os.fspath(path))
-            sock.sendall(encode_packet(EVENT_REGISTER, "list-sa"))
+            sock.sendall(encode_packet(EVENT_REGISTER, event_name))
             operation, _, _ = _recv_packet(sock)
             if operation != EVENT_CONFIRM:
-                raise ViciError(f"list-sa registration refused (operation {operation})")
-            sock.sendall(encode_packet(CMD_REQUEST, "list-sas", {"noblock": "yes"}))
+                raise ViciError(f"{event_name} registration refused (operation {operation})")
+            sock.sendall(encode_packet(CMD_REQUEST, command, {"noblock": "yes"}))
             events = []
             while True:
                 operation, name, message = _recv_packet(sock)
-                if operation == EVENT and name == "list-sa":
+                if operation == EVENT and name == event_name:
                     events.append(message)
                 elif operation == CMD_RESPONSE:
                     return events
                 elif operation == CMD_UNKNOWN:
-                    raise ViciError("list-sas unknown to this daemon")
+                    raise ViciError(f"{command} unknown to this daemon")
         except OSError as exc:
             raise ViciError(str(exc)) from exc
+
+
+def list_sas(path: str | os.PathLike, timeout: float = TIMEOUT_S) -> list[dict[str, Any]]:
+    """The `list-sa` events charon streams for `list-sas` (one dict per IKE SA)."""
+    return _streamed(path, "list-sas", "list-sa", timeout)
+
+
+def list_conns(path: str | os.PathLike, timeout: float = TIMEOUT_S) -> list[dict[str, Any]]:
+    """The `list-conn` events charon streams for `list-conns` (one dict per loaded
+    connection: addresses, version, `local-N`/`remote-N` auth rounds with their
+    `class`, children). Read-only, like list-sas."""
+    return _streamed(path, "list-conns", "list-conn", timeout)
 
 
 # ---------------------------------------------------------------- finding the socket of a process
@@ -231,5 +244,5 @@ def control_socket(pid: int, inodes: set[int], root: Path = Path("/proc")) -> Pa
     return None
 
 
-__all__ = ["ViciError", "list_sas", "peers_of", "control_socket", "unix_socket_paths", "encode_packet",
+__all__ = ["ViciError", "list_sas", "list_conns", "peers_of", "control_socket", "unix_socket_paths", "encode_packet",
            "encode_message", "decode_packet", "decode_message"]

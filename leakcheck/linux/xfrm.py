@@ -96,7 +96,28 @@ def parse_states(text: str) -> tuple[XfrmState, ...]:
             continue
         out.append(XfrmState(src=_field(tokens, "src") or "", dst=_field(tokens, "dst") or "",
                              proto=_field(tokens, "proto") or "", spi=_field(tokens, "spi") or "",
-                             mode=_field(tokens, "mode") or ""))
+                             mode=_field(tokens, "mode") or "", algorithms=_algorithms(block[1:])))
+    return tuple(out)
+
+
+ALGORITHM_LINES = ("aead", "enc", "auth", "auth-trunc", "comp")
+
+
+def _algorithms(lines: list[str]) -> tuple[tuple[str, str, int], ...]:
+    """(kind, name, bits) of an SA's transforms (posture-crypto grades them). `ip xfrm
+    state` prints the keys on these lines; only their length is kept: for enc the key
+    bits, for aead and auth-trunc the ICV/truncation bits iproute2 prints last."""
+    out = []
+    for line in lines:
+        words = line.split()
+        if len(words) < 2 or words[0] not in ALGORITHM_LINES:
+            continue
+        bits = 0
+        if words[0] in ("aead", "auth-trunc") and len(words) >= 4 and words[3].isdigit():
+            bits = int(words[3])
+        elif len(words) >= 3 and words[2].startswith("0x"):
+            bits = (len(words[2]) - 2) * 4
+        out.append((words[0], words[1], bits))
     return tuple(out)
 
 

@@ -9,7 +9,10 @@ pyroute2 picks `iproute/{linux,darwin,windows}`), then handed to the engine:
   answering the oracle's `Query` with an `Answer` (leakcheck/rtnl.py);
 - `privileged()`: may this process read everything and send test packets;
 - `packets_unavailable()`: why test packets cannot be sent and captured here
-  (None when they can).
+  (None when they can);
+- `watch_kernel(sets)`: the live watch's kernel filter and reader
+  (`KernelWatch`, leakcheck/watch); `WatchUnavailable` where it cannot run
+  (macOS and Windows: not supported yet).
 
 The firewall evaluator and the socket/process lookups work on what
 `read_state()` put into `NetState.firewall` and `NetState.activity`, so a
@@ -26,6 +29,7 @@ from typing import Protocol, Sequence, runtime_checkable
 from leakcheck.errors import ExitCode, LeakcheckError
 from leakcheck.netstate import NetState
 from leakcheck.rtnl import Answer, Query
+from leakcheck.watch.model import SuspectFlow, WatchSets
 
 # sys.platform value -> "module:class" of its backend
 BACKENDS = {
@@ -51,6 +55,27 @@ class RouteLookup(Protocol):
 
 
 @runtime_checkable
+class KernelWatch(Protocol):
+    """The kernel side of the live watch (leakcheck/linux/nftwatch.py on Linux):
+    a filter that hands over only suspect new flows, and who sent them."""
+
+    owner_flag: bool  # the filter vanishes with this process, SIGKILL included
+    limits: list[str]  # what it watches less well than it could, in words
+
+    def apply(self, sets: WatchSets) -> None: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+    def fileno(self) -> int: ...
+
+    def read(self) -> tuple[list[SuspectFlow], int]: ...
+
+    def established_outside(self, local_addresses: dict[str, str], sets: WatchSets) -> list[SuspectFlow]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     name: str  # linux | macos | windows
 
@@ -61,6 +86,8 @@ class Backend(Protocol):
     def privileged(self) -> bool: ...
 
     def packets_unavailable(self) -> str | None: ...
+
+    def watch_kernel(self, sets: WatchSets) -> KernelWatch: ...
 
 
 def backend_path(platform: str) -> str:

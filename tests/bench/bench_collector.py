@@ -115,7 +115,9 @@ def ingest_once(args: argparse.Namespace) -> float:
     port = 18000 + random.randrange(1000)
     server = subprocess.Popen([sys.executable, "-m", "leakcheck", "collector", "serve", "--db", db,
                                "--port", str(port), "--workers", str(args.workers), "--enroll-secret-file",
-                               str(tmp / "secret"), "--rate-limit", "1000000"], cwd=ROOT)
+                               str(tmp / "secret"), "--rate-limit", "1000000",
+                               # --alerts: the alert dispatcher runs too (every event to a JSON-lines file)
+                               *(["--siem-jsonl", str(tmp / "events.jsonl")] if args.alerts else [])], cwd=ROOT)
     try:
         for _ in range(200):
             try:
@@ -307,6 +309,7 @@ def main() -> int:
     a.add_argument("--devices", type=int, default=200)
     a.add_argument("--count", type=int, default=10000)
     a.add_argument("--runs", type=int, default=1, help="repeat, print every run and the median")
+    a.add_argument("--alerts", action="store_true", help="with the alert dispatcher on (issue 13)")
     c = sub.add_parser("commit-cost")
     c.add_argument("--devices", type=int, default=200)
     c.add_argument("--count", type=int, default=4000)

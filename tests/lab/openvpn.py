@@ -61,6 +61,8 @@ class Server:
     name: str
     index: int  # subnet 100.101.<index>.0/24, device tunsrv<index>, port 1193 + index
     push: tuple[str, ...]
+    server_options: tuple[str, ...] = ()  # extra server arguments
+    client_options: tuple[str, ...] = ()  # extra client config lines
 
     @property
     def port(self) -> int:
@@ -82,7 +84,12 @@ class Server:
 SERVERS = {s.name: s for s in (Server("def1", 1, ("redirect-gateway def1",)),
                                Server("def1-ipv6", 2, ("redirect-gateway def1 ipv6",)),
                                Server("split", 3, ("route 198.18.0.0 255.254.0.0",
-                                                   "route 100.100.0.0 255.255.255.0")))}
+                                                   "route 100.100.0.0 255.255.255.0")),
+                               # posture-crypto's legacy twin: both ends allow AES-128-CBC, the client
+                               # only that (auth defaults to SHA1): negotiated AES-128-CBC / SHA1
+                               Server("legacy", 4, ("redirect-gateway def1",),
+                                      ("--data-ciphers", "AES-256-GCM:AES-128-GCM:AES-128-CBC"),
+                                      ("data-ciphers AES-128-CBC",)))}
 
 
 # ---------------------------------------------------------------- the CA (once per session)
@@ -136,6 +143,7 @@ def ensure_server(lab: "Lab", server: Server) -> None:
             "--log", str(log)]
     for option in server.push:
         argv += ["--push", option]
+    argv += list(server.server_options)
     lab._spawn("vpn", argv, server.key)
     from tests.lab.topology import LabError, poll
 
@@ -162,7 +170,7 @@ def client_config(lab: "Lab", server: Server, on_silence: str) -> Path:
     text = "\n".join([
         "client", f"dev {CLIENT_IF}", "dev-type tun", "proto udp", f"remote {VPN_SERVER} {server.port}", "nobind",
         "disable-dco", f"ca {pki / 'ca.crt'}", f"cert {pki / 'client.crt'}", f"key {pki / 'client.key'}",
-        "remote-cert-tls server", "connect-retry 1 1", "ping 1", on_silence, "verb 3", ""])
+        "remote-cert-tls server", "connect-retry 1 1", "ping 1", on_silence, "verb 3", *server.client_options, ""])
     path = lab.workdir / f"client-{server.name}-{on_silence.split()[0]}.conf"
     path.write_text(text)
     return path
@@ -245,6 +253,10 @@ OPENVPN_STYLES = {
         "OpenVPN client with only `route 198.18.0.0 255.254.0.0` and `route 100.100.0.0 255.255.255.0` pushed "
         "(split tunnel; the corporate resolver inside); IPv4-only LAN.",
         (_ipv4_only_lan, _client("split"), resolv(CORP_RESOLVER_OVPN))),
+    "openvpn-legacy": Knob(
+        "The openvpn style against a server that also allows AES-128-CBC, the client allowing only that "
+        "(data-ciphers AES-128-CBC, auth SHA1 by default): the legacy data channel of posture-crypto.",
+        (_ipv4_only_lan, _client("legacy"), resolv(CORP_RESOLVER_OVPN))),
     "openvpn-exit": Knob(
         "The openvpn style with `ping-exit 3` instead of ping-restart: the client gives up after 3 s of silence.",
         (_ipv4_only_lan, _client("def1", "ping-exit 3"), resolv(CORP_RESOLVER_OVPN))),

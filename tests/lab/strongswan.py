@@ -34,6 +34,9 @@ Connections on the initiator (`swanctl --initiate --child NAME`):
 
 - `full`: remote traffic selectors 0.0.0.0/0 and ::/0, virtual IPs of both
   families: a full tunnel;
+- `legacy`: `full` with legacy proposals (IKE 3des-sha1-modp1024, ESP
+  aes128-sha1), `psk`: `full` authenticated with a pre-shared key (the
+  posture twins of tests/lab/test_posture.py);
 - `split`: remote traffic selectors narrowed to the corporate prefixes
   (198.18.0.0/15, 100.100.0.0/24, fd00:100::/64; a rightsubnet split):
   table 220 routes only those into ipsec0, public space stays on eth0.
@@ -63,6 +66,13 @@ CORP_HOST = "198.18.0.1"  # a corporate host on the gateway (vpn lo), inside the
 TABLE = 220
 IKE = "aes256gcm16-prfsha384-ecp384"
 ESP = "aes256gcm16-ecp384"
+# The legacy twin (posture-crypto): IKE is charon's own, so any plugin algorithm goes;
+# ESP goes through kernel-libipsec, which does AES-CBC and AES-GCM only: AES-CBC with
+# HMAC-SHA1 is its legacy choice.
+LEGACY_IKE = "3des-sha1-modp1024"
+LEGACY_ESP = "aes128-sha1"
+PSK_ID = "psk-laptop.lab.example"
+PSK_SECRET = "0sbGFiLXByZS1zaGFyZWQta2V5LW5vdC1hLWNlcnRpZmljYXRl"  # base64, lab only
 # Plugins listed explicitly (load_modular = no): nothing from /etc/strongswan.d.
 # kernel-libipsec before kernel-netlink: its IPsec backend is the one charon uses.
 PLUGINS = ("random nonce openssl sha2 hmac kdf pem x509 pkcs1 pkcs8 pubkey revocation constraints "
@@ -103,7 +113,7 @@ connections {{
     lab {{
         version = 2
         local_addrs = {VPN_SERVER}, {VPN_SERVER_V6}
-        proposals = {IKE}
+        proposals = {IKE}, {LEGACY_IKE}
         encap = yes
         pools = v4, v6
         local {{
@@ -117,9 +127,37 @@ connections {{
         children {{
             lab {{
                 local_ts = 0.0.0.0/0, ::/0
+                esp_proposals = {ESP}, {LEGACY_ESP}
+            }}
+        }}
+    }}
+    lab-psk {{
+        version = 2
+        local_addrs = {VPN_SERVER}, {VPN_SERVER_V6}
+        proposals = {IKE}
+        encap = yes
+        pools = v4, v6
+        local {{
+            auth = psk
+            id = {VPN_SERVER}
+        }}
+        remote {{
+            auth = psk
+            id = {PSK_ID}
+        }}
+        children {{
+            lab-psk {{
+                local_ts = 0.0.0.0/0, ::/0
                 esp_proposals = {ESP}
             }}
         }}
+    }}
+}}
+secrets {{
+    ike-psk {{
+        id-server = {VPN_SERVER}
+        id-laptop = {PSK_ID}
+        secret = {PSK_SECRET}
     }}
 }}
 pools {{
@@ -135,34 +173,38 @@ pools {{
 
 
 def _initiator_conf() -> str:
-    def conn(name: str, remote_ts: str) -> str:
+    def conn(name: str, remote_ts: str, ike: str = IKE, esp: str = ESP, psk: bool = False) -> str:
+        local = (f"auth = psk\n            id = {PSK_ID}" if psk else
+                 f"auth = pubkey\n            certs = client.pem\n            id = {CLIENT_ID}")
         return f"""\
     {name} {{
         version = 2
         remote_addrs = {VPN_SERVER}
         vips = 0.0.0.0, ::
-        proposals = {IKE}
+        proposals = {ike}
         encap = yes
         local {{
-            auth = pubkey
-            certs = client.pem
-            id = {CLIENT_ID}
+            {local}
         }}
         remote {{
-            auth = pubkey
+            auth = {"psk" if psk else "pubkey"}
             id = {VPN_SERVER}
         }}
         children {{
             {name} {{
                 remote_ts = {remote_ts}
-                esp_proposals = {ESP}
+                esp_proposals = {esp}
                 start_action = none
             }}
         }}
     }}
 """
-    return ("connections {\n" + conn("full", "0.0.0.0/0, ::/0") + conn("split", ", ".join(CORP_PREFIXES))
-            + "}\n")
+    full = "0.0.0.0/0, ::/0"
+    return ("connections {\n" + conn("full", full) + conn("split", ", ".join(CORP_PREFIXES))
+            # posture twins: the full tunnel with legacy proposals, and with a pre-shared key
+            + conn("legacy", full, LEGACY_IKE, LEGACY_ESP) + conn("psk", full, psk=True) + "}\n"
+            + f"secrets {{\n    ike-psk {{\n        id-server = {VPN_SERVER}\n        id-laptop = {PSK_ID}\n"
+            f"        secret = {PSK_SECRET}\n    }}\n}}\n")
 
 
 class Charon:

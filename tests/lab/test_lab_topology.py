@@ -40,7 +40,8 @@ def test_config_merge_keeps_lab_canaries_under_the_callers_keys():
     merged = merge_config(LAB_CONFIG, {"policy": {"allowed_direct": ["198.51.100.128/25"]},
                                        "canaries": {"ipv6": []}})
     assert merged == {"canaries": {"ipv4": [CANARY_V4], "ipv6": []},
-                      "policy": {"allowed_direct": ["198.51.100.128/25"]}}
+                      "policy": {"allowed_direct": ["198.51.100.128/25"]},
+                      "posture": LAB_CONFIG["posture"]}
     assert LAB_CONFIG["canaries"]["ipv6"] == [CANARY_V6]  # the default is not mutated
 
 

@@ -1,6 +1,6 @@
 """The property tests' kernel model against the real kernel.
 
-`ModelKernel` (tests/unit/strategies.py) must answer route lookups the way
+`ModelKernel` (leakcheck/fibmodel.py) must answer route lookups the way
 Linux does, or the properties prove things about a kernel nobody runs. Here
 random IPv4 and IPv6 routes (unicast with and without gateway, blackhole,
 unreachable, prohibit, throw; several tables and metrics) and random policy rules

@@ -1,7 +1,11 @@
 """Exports as CSV or JSON lines (analyst tokens only), streamed: reports,
 and every table the web page shows (devices, findings, a finding's devices,
 the summary's tables). Rows are read a keyset page at a time, so an export
-of 100,000 devices never holds them all in memory."""
+of 100,000 devices never holds them all in memory.
+
+`format=ocsf` on /export: every leak or posture finding of the reports in
+the range as an OCSF Detection / Compliance Finding, one JSON object per
+line (the mapping is documented in leakcheck.collector.alerts.ocsf)."""
 
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ import json
 import time
 from typing import Any, Iterable, Iterator, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from leakcheck.collector import views
+from leakcheck.collector.alerts.ocsf import report_findings
 from leakcheck.collector.deps import AUTH_RESPONSES, analyst_principal, get_settings, get_store
 from leakcheck.collector.routes.devices import device_filter
 from leakcheck.collector.routes.findings import Since, Until, epoch, finding_filter
@@ -40,9 +45,13 @@ STREAMED = {200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}}
 
 
 @router.get("/export", response_class=StreamingResponse, responses=STREAMED)
-def export(format: Format = Query("csv"), since: Since = None,
+def export(request: Request, format: Literal["csv", "json", "ocsf"] = Query("csv"), since: Since = None,
            until: Until = None, store: Store = Depends(get_store)) -> StreamingResponse:
-    """Every report in the time range."""
+    """Every report in the time range; `ocsf`: its findings as OCSF findings."""
+    if format == "ocsf":
+        docs = request.app.state.alerts_store.report_documents(epoch(since), epoch(until))
+        return StreamingResponse((json.dumps(f) + "\n" for d in docs for f in report_findings(d, d["_started_ms"])),
+                                 media_type="application/x-ndjson")
     return stream(store.export(epoch(since), epoch(until)), format, COLUMNS, "reports")
 
 

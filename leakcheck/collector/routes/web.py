@@ -178,7 +178,8 @@ def overview(request: Request, cursor: str = "", store: Store = Depends(get_stor
     except views.BadCursor:
         raise HTTPException(400, "bad cursor") from None
     body = ["<form method=post action=/logout><button type=submit id=signout>Sign out</button></form>",
-            "<h1>leakcheck fleet</h1>",
+            "<h1>leakcheck fleet</h1>", "<p><a href=/conformance id=conformance-link>NCSC conformance</a> | "
+            "<a href=/flows id=flows-link>leaked flows (live watch)</a></p>",
             f"<p id=totals>{summary['devices']} devices; "
             f"<span class=leak>{summary['devices_per_verdict'].get('leak', 0)} leaking now</span>; "
             f"{summary['stale_devices']} stale</p>",

@@ -84,3 +84,7 @@ class MacBackend(CommandBackend):
 
     def packets_unavailable(self) -> str | None:
         return "test packets are not implemented on macOS yet (inference from routes and resolvers only)"
+
+    def watch_kernel(self, sets):
+        from leakcheck.watch.model import WatchUnavailable
+        raise WatchUnavailable("the live flow watch is not supported yet on macOS (Linux only for now)")

@@ -91,3 +91,7 @@ class WindowsBackend(CommandBackend):
 
     def packets_unavailable(self) -> str | None:
         return "test packets are not implemented on Windows yet (inference from routes and resolvers only)"
+
+    def watch_kernel(self, sets):
+        from leakcheck.watch.model import WatchUnavailable
+        raise WatchUnavailable("the live flow watch is not supported yet on Windows (Linux only for now)")
