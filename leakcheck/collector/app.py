@@ -20,8 +20,9 @@ from leakcheck.collector.ingest import Ingest
 from leakcheck.collector.limits import BodyLimit
 from leakcheck.collector.flowstore import FlowStore
 from leakcheck.collector.maintenance import Maintenance
-from leakcheck.collector.routes import (advisories, conformance, devices, enroll, export, findings, fleet, flows,
-                                        flows_web, health, reports, web)
+from leakcheck.collector.oidc import OidcClient
+from leakcheck.collector.routes import (admin, advisories, conformance, devices, enroll, export, findings, fleet,
+                                        flows, flows_web, health, reports, web)
 from leakcheck.collector.schema import migrate
 from leakcheck.collector.settings import Settings
 from leakcheck.collector.store import Store
@@ -44,8 +45,10 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.state.maintenance = Maintenance(app.state.store, settings.retention_days, settings.maintenance_interval_s)
     app.state.enroll_failures = enroll.FailureLimit(settings.enroll_failures_per_minute, 60.0)
     app.state.metrics = health.Metrics()
-    for module in (enroll, reports, flows, devices, findings, fleet, export, health, conformance, web, advisories,
-                   flows_web):
+    oidc_settings = settings.oidc()
+    app.state.oidc = OidcClient(oidc_settings) if oidc_settings else None
+    for module in (enroll, reports, flows, devices, findings, fleet, export, admin, health, conformance, web,
+                   advisories, flows_web):
         app.include_router(module.router)
     # Alerts (issue 13): a dispatcher thread per process; one replica at a time
     # holds the database lease and dispatches (leakcheck.collector.alerts).

@@ -16,6 +16,10 @@ AUTH_RESPONSES: dict[int | str, dict] = {
     401: {"description": "missing, unknown or revoked token (or expired session)"},
     403: {"description": "a device token: fleet data needs an analyst token"},
 }
+ADMIN_RESPONSES: dict[int | str, dict] = {
+    401: AUTH_RESPONSES[401],
+    403: {"description": "not an admin token (analyst and device tokens are refused)"},
+}
 _bearer = HTTPBearer(auto_error=False, description="A device token (submit only) or an analyst token (read only)")
 # Enrollment: optional, the device's current token when it re-enrolls.
 bearer = HTTPBearer(auto_error=False, description="Re-enrollment: the device's current token")
@@ -76,7 +80,15 @@ def refusal(request: Request) -> HTTPException | None:
 
 def analyst_principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
                       store: Store = Depends(get_store)) -> Principal:
+    """An analyst or an admin (both read fleet data)."""
     principal = _principal(request, credentials, store)
-    if principal.kind != "analyst":
+    if principal.kind not in ("analyst", "admin"):
         raise HTTPException(403, "device tokens cannot read fleet data; use an analyst token")
+    return principal
+
+
+def admin_principal(principal: Principal = Depends(analyst_principal)) -> Principal:
+    """Tokens, webhooks, re-enrollment approvals, the audit log: admins only."""
+    if principal.kind != "admin":
+        raise HTTPException(403, "this needs an admin token (`leakcheck collector token create --role admin`)")
     return principal

@@ -309,16 +309,35 @@ ALTER TABLE devices SET (fillfactor = 50);
 ALTER TABLE current_findings SET (fillfactor = 50);
 """
 
+# Step 7, issue 13 (read side): indexes for the paged device list and the summary's
+# counts at 100,000 devices, and the audit log of admin actions.
+_V7 = """
+CREATE INDEX ix_devices_host ON devices (hostname, device_id);
+CREATE INDEX ix_devices_verdict ON devices (last_verdict, hostname, device_id);
+CREATE INDEX ix_devices_os ON devices (os);
+CREATE INDEX ix_devices_reconnect ON devices (reconnect_s);
+CREATE TABLE audit_log (
+    id {serial} NOT NULL,
+    at FLOAT NOT NULL,
+    actor VARCHAR(200) NOT NULL,
+    action VARCHAR(64) NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_audit_log_at ON audit_log (at);
+"""
+
 _TYPES = {"sqlite": {"serial": "INTEGER", "bigserial": "INTEGER"},
           "postgresql": {"serial": "SERIAL", "bigserial": "BIGSERIAL"}}
 
-# Step number -> dialect -> DDL. In steps 1-5 the only per-dialect difference
-# is how an auto-incrementing key is spelled; step 6 differs more.
+# Step number -> dialect -> DDL. In the other steps the only per-dialect
+# difference is how an auto-incrementing key is spelled; step 6 differs more.
 STEPS: dict[int, dict[str, str]] = {
     number: {dialect: ddl.format(**types) for dialect, types in _TYPES.items()}
-    for number, ddl in ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
+    for number, ddl in ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (7, _V7))
 }
 STEPS[6] = {"sqlite": _V6_SQLITE, "postgresql": _V6_POSTGRESQL}
+STEPS = dict(sorted(STEPS.items()))
 
 
 def statements(number: int, dialect: str) -> list[str]:

@@ -72,6 +72,12 @@ devices = Table(
     Column("state_hash", String(64), nullable=True),
     Column("state_report_id", String(36), nullable=True),
     Column("heartbeats", BigInteger, nullable=False, default=0),
+    # v7: the paged device list (by hostname; leaking ones first on the
+    # overview), the summary's per-verdict and per-OS counts, slowest reconnects.
+    Index("ix_devices_host", "hostname", "device_id"),
+    Index("ix_devices_verdict", "last_verdict", "hostname", "device_id"),
+    Index("ix_devices_os", "os"),
+    Index("ix_devices_reconnect", "reconnect_s"),  # rarely changes: only the reconnect probe sets it
 )
 
 reports = Table(
@@ -270,6 +276,18 @@ flow_batches = Table(
     Column("received_at", Float, nullable=False),
     Column("flows", Integer, nullable=False),
     Index("ix_flow_batches_received", "received_at"),
+)
+
+# v7: admin actions (token made or revoked, re-enrollment approved, ...):
+# who (token id and label, or `cli:<user>`), what, when. Read by admins.
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_audit_log_at", "at"),
 )
 
 schema_version = Table(

@@ -59,6 +59,14 @@ class Settings:
     # The VPN client advisory table (leakcheck.advisories/1) the admin placed here; agents
     # fetch it from GET /api/v1/advisories. Empty = none served (agents keep the shipped one).
     advisories_file: str = ""
+    # Optional OIDC sign-in for the web page (leakcheck.collector.oidc); empty issuer = off.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_file: str = ""
+    oidc_redirect_uri: str = ""
+    oidc_role_claim: str = "roles"
+    oidc_admin_value: str = "leakcheck-admin"
+    oidc_analyst_value: str = "leakcheck-analyst"
     extra: dict[str, str] = field(default_factory=dict)
     # Issue 13: the `[alerts]` table (webhooks, SIEM feeds, bounds), as plain
     # data so it reaches workers in the settings file; validated here, read by
@@ -76,10 +84,23 @@ class Settings:
             raise ConfigError("must be positive", key="device_interval_s")
         if self.alerts:
             self.alert_config()
+        if self.oidc_issuer and not (self.oidc_client_id and self.oidc_issuer.startswith(("https://", "http://"))):
+            raise ConfigError("needs an http(s) issuer URL and a client id", key="oidc_issuer")
 
     def alert_config(self) -> "AlertConfig":
         from leakcheck.collector.alerts.config import parse
         return parse(self.alerts)
+
+    def oidc(self):  # type: ignore[no-untyped-def]
+        """The OIDC settings, or None when sign-in by OIDC is off."""
+        if not self.oidc_issuer:
+            return None
+        from leakcheck.collector.oidc import OidcSettings
+        secret = read_secret(self.oidc_client_secret_file, minimum=1, what="OIDC client secret") \
+            if self.oidc_client_secret_file else ""
+        return OidcSettings(issuer=self.oidc_issuer, client_id=self.oidc_client_id, client_secret=secret,
+                            redirect_uri=self.oidc_redirect_uri, role_claim=self.oidc_role_claim,
+                            admin_value=self.oidc_admin_value, analyst_value=self.oidc_analyst_value)
 
     @property
     def url(self) -> str:

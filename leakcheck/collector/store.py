@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 import re
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, get_args
 
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy import text as sql_text
@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from leakcheck.collector import security
-from leakcheck.collector.contract import EnrollIn, ReportIn, parse_time
+from leakcheck.collector.contract import EnrollIn, ReportIn, Verdict, parse_time
 from leakcheck.collector.schema import (clone_events, current_findings, daily_verdicts, devices,
                                         findings, health, reports, sessions, tokens)
 
@@ -39,6 +39,8 @@ from leakcheck.collector.schema import (clone_events, current_findings, daily_ve
 # now, its device is flagged (clock_skew_s), and it cannot pin the device's
 # latest state: the next honest report replaces it.
 CLOCK_SKEW_S = 300.0
+# A report's verdicts (the contract's closed set).
+VERDICTS: tuple[str, ...] = get_args(Verdict)
 
 
 class CloneSuspected(Exception):
@@ -47,8 +49,10 @@ class CloneSuspected(Exception):
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # device | analyst
+    kind: str  # device | analyst | admin
     device_id: str | None
+    token_id: int | None = None  # who, for the audit log
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,7 @@ class Store:
         now = time.time()
         with self._writer.begin() as conn:
             token_id = conn.execute(select(tokens.c.id).where(
-                tokens.c.token_hash == security.token_hash(token), tokens.c.kind == "analyst",
+                tokens.c.token_hash == security.token_hash(token), tokens.c.kind.in_(("analyst", "admin")),
                 tokens.c.revoked_at.is_(None))).scalar()
             if token_id is None:
                 return None
@@ -146,13 +150,37 @@ class Store:
                                                   created_at=now, expires_at=now + lifetime_s))
         return session
 
+    def subject_session(self, label: str, kind: str, lifetime_s: float) -> str:
+        """A web session for a user signed in elsewhere (OIDC): tied to the
+        live token row of this label and role, made if missing (its value
+        is thrown away: only the session can use it). A changed role
+        revokes the old row, and so the old role's sessions."""
+        now = time.time()
+        with self._writer.begin() as conn:
+            token_id = conn.execute(select(tokens.c.id).where(
+                tokens.c.label == label, tokens.c.kind == kind, tokens.c.device_id.is_(None),
+                tokens.c.revoked_at.is_(None))).scalar()
+            if token_id is None:
+                old = conn.execute(select(tokens.c.id).where(tokens.c.label == label,
+                                                             tokens.c.revoked_at.is_(None))).scalars().all()
+                if old:
+                    conn.execute(update(tokens).where(tokens.c.id.in_(old)).values(revoked_at=now))
+                    conn.execute(sessions.delete().where(sessions.c.token_id.in_(old)))
+                self.create_token(kind, None, label, conn=conn)
+                token_id = conn.execute(select(tokens.c.id).where(
+                    tokens.c.label == label, tokens.c.kind == kind, tokens.c.revoked_at.is_(None))).scalar()
+            session = security.new_session()
+            conn.execute(sessions.insert().values(session_hash=security.token_hash(session), token_id=token_id,
+                                                  created_at=now, expires_at=now + lifetime_s))
+        return session
+
     def session_principal(self, session: str) -> Principal | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(tokens.c.kind, tokens.c.device_id).join(
+            row = conn.execute(select(tokens.c.kind, tokens.c.device_id, tokens.c.id, tokens.c.label).join(
                 sessions, sessions.c.token_id == tokens.c.id).where(
                 sessions.c.session_hash == security.token_hash(session), sessions.c.expires_at > time.time(),
                 tokens.c.revoked_at.is_(None))).first()
-        return Principal(row.kind, row.device_id) if row else None
+        return Principal(row.kind, row.device_id, row.id, row.label) if row else None
 
     def end_session(self, session: str) -> None:
         with self._writer.begin() as conn:
@@ -172,10 +200,10 @@ class Store:
 
     def authenticate(self, token: str) -> Principal | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(tokens.c.kind, tokens.c.device_id).where(
+            row = conn.execute(select(tokens.c.kind, tokens.c.device_id, tokens.c.id, tokens.c.label).where(
                 tokens.c.token_hash == security.token_hash(token),
                 tokens.c.revoked_at.is_(None))).first()
-        return Principal(row.kind, row.device_id) if row else None
+        return Principal(row.kind, row.device_id, row.id, row.label) if row else None
 
     def enroll(self, request: EnrollIn, clone_grace_s: float, current_token: str | None = None) -> str:
         """A device token for this installation. A new device id enrolls with

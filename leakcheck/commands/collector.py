@@ -31,6 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="agents' interval in seconds; stale after twice this")
     serve.add_argument("--daily-bytes", type=int, default=16 << 20,
                        help="per-device storage budget: report bytes stored per UTC day")
+    serve.add_argument("--oidc-issuer", metavar="URL", default="",
+                       help="OIDC sign-in for the web page: the issuer (its discovery document is read)")
+    serve.add_argument("--oidc-client-id", default="")
+    serve.add_argument("--oidc-client-secret-file", metavar="FILE", default="",
+                       help="confidential clients only (PKCE is used either way)")
+    serve.add_argument("--oidc-redirect-uri", metavar="URL", default="",
+                       help="as registered at the issuer (default: this collector's /oidc/callback)")
+    serve.add_argument("--oidc-role-claim", default="roles", help="ID token claim holding the role")
+    serve.add_argument("--oidc-admin-value", default="leakcheck-admin")
+    serve.add_argument("--oidc-analyst-value", default="leakcheck-analyst")
     serve.add_argument("--advisories-file", metavar="FILE", default="",
                        help="VPN client advisory table (leakcheck.advisories/1 JSON) served to agents")
     from leakcheck.collector.alerts import cli as alerts_cli
@@ -47,9 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _db_arg(listing)
     listing.add_argument("--all", action="store_true", help="include revoked tokens")
     listing.add_argument("--json", action="store_true", help="print as JSON")
-    create = verbs.add_parser("create", help="make an analyst token (printed once)")
+    create = verbs.add_parser("create", help="make an analyst or admin token (printed once)")
     _db_arg(create)
     create.add_argument("--label", default="", help="a note naming the analyst (revoke by it later)")
+    create.add_argument("--role", choices=("analyst", "admin"), default="analyst",
+                        help="analyst: read-only; admin: also tokens, approvals, audit log")
     revoke = verbs.add_parser("revoke", help="revoke a token by value, --id or --label")
     _db_arg(revoke)
     revoke.add_argument("value", nargs="?", help="the token itself")
@@ -60,6 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _db_arg(revoke_device)
     revoke_device.add_argument("value", metavar="DEVICE", help="the device id")
     token.set_defaults(func=_token)
+
+    audit = actions.add_parser("audit", help="the audit log of admin actions, newest first")
+    _db_arg(audit)
+    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--json", action="store_true", help="print as JSON")
+    audit.set_defaults(func=_audit)
 
     migrate = actions.add_parser("migrate", help="bring the database schema up to date")
     _db_arg(migrate)
@@ -100,6 +118,11 @@ def _serve(args: argparse.Namespace) -> int:
                          rate_window_s=args.rate_window, device_interval_s=args.device_interval,
                          device_daily_bytes=args.daily_bytes, retention_days=args.retention_days,
                          secure_cookies=bool(args.tls_cert),
+                         oidc_issuer=args.oidc_issuer, oidc_client_id=args.oidc_client_id,
+                         oidc_client_secret_file=str(Path(args.oidc_client_secret_file).absolute())
+                         if args.oidc_client_secret_file else "",
+                         oidc_redirect_uri=args.oidc_redirect_uri, oidc_role_claim=args.oidc_role_claim,
+                         oidc_admin_value=args.oidc_admin_value, oidc_analyst_value=args.oidc_analyst_value,
                          advisories_file=str(Path(args.advisories_file).absolute()) if args.advisories_file else "",
                          alerts=alerts_settings(args))
     serve(settings, args.listen, args.port, args.workers, args.tls_cert, args.tls_key)
@@ -128,11 +151,13 @@ def _token(args: argparse.Namespace) -> int:
                       f"created {r['created_at']}" + (f", revoked {r['revoked_at']}" if r["revoked_at"] else ""))
         return 0
     if args.verb == "create":
-        # Only analyst tokens are made here; device tokens come from enrollment.
-        print(store.create_token("analyst", None, args.label))
+        # Analyst or admin tokens; device tokens come from enrollment.
+        print(store.create_token(args.role, None, args.label))
+        _record(store, "token.create", {"role": args.role, "label": args.label})
         return 0
     if args.verb == "revoke-device":
         count = store.revoke_device(args.value)
+        _record(store, "enrollment.approve", {"device_id": args.value, "revoked": count})
         print(f"revoked {count} token(s) of device {args.value}; it may enroll anew", file=sys.stderr)
         return 0
     chosen = [x for x in (args.value, args.id, args.label) if x is not None]
@@ -142,8 +167,31 @@ def _token(args: argparse.Namespace) -> int:
         count = int(store.revoke_token(args.value))
     else:
         count = store.revoke_tokens(token_id=args.id, label=args.label)
+    if count:
+        _record(store, "token.revoke", {"id": args.id, "label": args.label, "count": count}
+                if args.value is None else {"by": "value", "count": count})
     print(f"revoked {count} token(s)" if count else "no such active token", file=sys.stderr)
     return 0 if count else 1
+
+
+def _record(store: object, action: str, detail: dict) -> None:
+    """The command line is an admin too: audited as cli:<user>."""
+    import getpass
+
+    from leakcheck.collector import audit
+    audit.record(store, f"cli:{getpass.getuser()}", action, detail)  # type: ignore[arg-type]
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from leakcheck.collector import audit
+
+    rows = audit.page(_store(args), max(1, min(args.limit, 10_000))).rows
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['at']}  {r['actor']:<30} {r['action']:<20} {json.dumps(r['detail'], sort_keys=True)}")
+    return 0
 
 
 def _alerts(args: argparse.Namespace) -> int:

@@ -61,9 +61,9 @@ class CollectorProcess:
                 self.proc.wait()
         self.proc = None
 
-    def analyst_token(self) -> str:
+    def analyst_token(self, role: str = "analyst") -> str:
         out = subprocess.run([sys.executable, "-m", "leakcheck", "collector", "token", "--db", self.db,
-                              "create", "--label", "test"], check=True, capture_output=True, text=True)
+                              "create", "--label", "test", "--role", role], check=True, capture_output=True, text=True)
         return out.stdout.strip()
 
     def report_ids(self) -> list[str]:

@@ -182,6 +182,9 @@ def test_agent_and_collector_in_the_lab(lab, tmp_path):
         assert page["hostname"] == hostname and page["verdict"] == "leak"
         assert page["triggers"][:2] == ["network-change", "schedule"]
         assert "routes.more-specific-route-outside-tunnel" in page["findings"]
+        # Each finding shows its fix and its evidence (the route that leaks).
+        assert page["fixes"] and all(f.startswith("Fix: ") and len(f) > len("Fix: ") for f in page["fixes"])
+        assert page["evidence"] and all(e.strip() and "none recorded" not in e for e in page["evidence"])
 
         # The runs' own packet captures (promiscuous mode on eth0 and wg0) are
         # link notifications too: they must not set off run after run.

@@ -54,3 +54,48 @@ def test_fleet_views(tmp_path, collector, capsys):
     # A device token is refused, with the reason.
     assert main(["fleet", "devices", "--collector", collector.url, "--token-file", str(tmp_path / "token")]) == 2
     assert "403" in capsys.readouterr().err
+
+
+def test_fleet_lists_page_by_cursor_and_stream_all(tmp_path, collector, capsys):
+    """Issue 13: --limit pages, the next --cursor on stderr, --all follows
+    every page; JSON, CSV and table all cover the fleet exactly once."""
+    import re
+
+    import requests
+
+    from tests.agent.conftest import SECRET
+    from tests.collector.conftest import leak_finding, make_report
+
+    for i in range(5):
+        device = {"id": f"dev-{i}", "hostname": f"host-{i}", "os": "linux", "os_version": "Debian 12"}
+        token = requests.post(collector.url + "/api/v1/enroll", timeout=10, json={
+            "secret": SECRET, "instance": f"instance-cli-{i:010d}", "device": device}).json()["token"]
+        report = make_report(device_id=f"dev-{i}", hostname=f"host-{i}", verdict="leak",
+                             findings=[leak_finding()])
+        assert requests.post(collector.url + "/api/v1/reports", json=report, timeout=10,
+                             headers={"Authorization": f"Bearer {token}"}).status_code == 201
+    analyst = tmp_path / "analyst"
+    analyst.write_text(collector.analyst_token())
+    common = ["--collector", collector.url, "--token-file", str(analyst)]
+
+    assert main(["fleet", "devices", *common, "--format", "json", "--limit", "2"]) == 0
+    captured = capsys.readouterr()
+    assert [d["hostname"] for d in json.loads(captured.out)] == ["host-0", "host-1"]
+    cursor = re.search(r"--cursor (\S+)", captured.err).group(1)
+    assert main(["fleet", "devices", *common, "--format", "json", "--limit", "2", "--cursor", cursor]) == 0
+    assert [d["hostname"] for d in json.loads(capsys.readouterr().out)] == ["host-2", "host-3"]
+
+    assert main(["fleet", "devices", *common, "--format", "json", "--limit", "2", "--all"]) == 0
+    captured = capsys.readouterr()
+    assert [d["hostname"] for d in json.loads(captured.out)] == [f"host-{i}" for i in range(5)]
+    assert "--cursor" not in captured.err
+    assert main(["fleet", "finding-devices", "dns.resolver-outside-tunnel", *common, "--format", "csv",
+                 "--limit", "3", "--all"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["hostname"] for r in rows] == [f"host-{i}" for i in range(5)] and "None" not in str(rows)
+    assert main(["fleet", "findings", *common, "--limit", "2", "--all", "--os", "linux"]) == 0
+    table = capsys.readouterr().out
+    assert table.count("dns.resolver-outside-tunnel") == 5 and table.count("finding_id") == 1
+    # The audit log is for admins: an analyst token is refused with the reason.
+    assert main(["fleet", "audit", *common]) == 2
+    assert "403" in capsys.readouterr().err

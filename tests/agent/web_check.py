@@ -6,13 +6,16 @@ Run inside the collector's network namespace (`ip netns exec`), where the
 collector is reachable and nothing else is. Signs in with the analyst token,
 expects HOSTNAME among the leaking devices, opens its page and prints the
 device page's facts as one JSON line: {"verdict": ..., "triggers": [...],
-"findings": "..."}. Screenshots go to OUT_DIR.
+"findings": "...", "fixes": [...], "evidence": [...]} (each finding's fix
+and evidence as shown). Fails if any page it sees prints `None`.
+Screenshots go to OUT_DIR.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -34,6 +37,7 @@ def main() -> int:
             page.click("#signin")
             page.wait_for_selector("#leaking")
             page.screenshot(path=str(Path(out_dir) / "overview.png"), full_page=True)
+            never_none(page)
             leaking = page.inner_text("#leaking")
             assert hostname in leaking, f"{hostname} not among the leaking devices: {leaking!r}"
             page.click(f"#leaking a:has-text('{hostname}')")
@@ -41,11 +45,22 @@ def main() -> int:
             page.screenshot(path=str(Path(out_dir) / "device.png"), full_page=True)
             rows = page.locator("#history tr")
             triggers = [rows.nth(i).locator("td").nth(1).inner_text() for i in range(1, rows.count())]
+            cards = page.locator("#findings .finding")
+            fixes = [cards.nth(i).locator(".fix").inner_text() for i in range(cards.count())]
+            evidence = [cards.nth(i).locator(".evidence").inner_text() for i in range(cards.count())]
+            never_none(page)
             print(json.dumps({"hostname": page.inner_text("#hostname"), "verdict": page.inner_text("#verdict"),
-                              "triggers": triggers, "findings": page.inner_text("#findings")}))
+                              "triggers": triggers, "findings": page.inner_text("#findings"),
+                              "fixes": fixes, "evidence": evidence}))
         finally:
             browser.close()
     return 0
+
+
+def never_none(page) -> None:  # type: ignore[no-untyped-def]
+    """A missing value is shown empty, never as Python's `None`."""
+    text = page.inner_text("body")
+    assert not re.search(r"\bNone\b", text), f"{page.url} prints None: {text[:2000]!r}"
 
 
 if __name__ == "__main__":

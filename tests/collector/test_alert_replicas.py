@@ -95,7 +95,7 @@ def test_collector_serve_with_workers_settings_file_and_options(db, tmp_path: Pa
         [event] = call.events
         assert event["type"] == "device-starts-leaking"
         assert [json.loads(x)["id"] for x in lines.read_text().splitlines()] == [event["id"]]
-        log = requests.get(collector.url + "/api/v1/alerts/deliveries", headers=auth(collector.analyst_token()),
+        log = requests.get(collector.url + "/api/v1/alerts/deliveries", headers=auth(collector.analyst_token("admin")),
                            timeout=10).json()
         assert sorted(d["sink"] for d in log["deliveries"]) == ["jsonl", "webhook:soc"]
         # The same leak in the OCSF export, from the command line.

@@ -119,7 +119,9 @@ def test_a_leak_fires_one_signed_webhook_within_5s_and_its_resolution_another(db
         reader = analyst(app)
         page = client.get("/api/v1/alerts/events", headers=auth(reader)).json()
         assert [e["id"] for e in page["events"]] == [event["id"], resolved["id"]]
-        log = client.get("/api/v1/alerts/deliveries", headers=auth(reader)).json()
+        assert client.get("/api/v1/alerts/deliveries", headers=auth(reader)).status_code == 403  # admins only
+        admin = app.state.store.create_token("admin", None, "test admin")
+        log = client.get("/api/v1/alerts/deliveries", headers=auth(admin)).json()
         assert [(d["sink"], d["ok"], d["events"], d["status"]) for d in log["deliveries"]] == [
             ("webhook:soc", True, 1, 204), ("webhook:soc", True, 1, 204)]
         assert log["backlog"] == {}

@@ -59,6 +59,28 @@ def test_overview_and_device_page_in_browser(tmp_path: Path):
             assert page.inner_text("#verdict") == "leak"
             assert page.locator("#history tr").count() == 3  # header + two reports
             assert "dns.resolver-outside-tunnel" in page.inner_text("#findings")
+            # Finding detail as `leakcheck run` prints it: the fix, the evidence, when seen.
+            card = page.locator("#findings .finding").first
+            assert card.locator(".fix").inner_text() == "Fix: Fix it."
+            assert "192.0.2.53" in card.locator(".evidence").inner_text()
+            assert "high" in card.locator("h3").inner_text()
+            assert card.locator(".seen").inner_text().startswith("first seen " + days_ago(1)[:10])
+            page.screenshot(path=str(tmp_path / "device.png"), full_page=True)
+            _never_none(page)
+            # The finding's own page lists the device; back on the overview, no None either.
+            card.locator("h3 a").click()
+            page.wait_for_selector("#finding-devices")
+            assert "leaky-laptop" in page.inner_text("#finding-devices")
+            _never_none(page)
+            page.goto(server.url + "/")
+            _never_none(page)
             browser.close()
     finally:
         server.stop()
+
+
+def _never_none(page) -> None:  # type: ignore[no-untyped-def]
+    """A missing value is shown empty, never as Python's `None` (issue 13)."""
+    import re
+    text = page.inner_text("body")
+    assert not re.search(r"\bNone\b", text), (page.url, text[:2000])

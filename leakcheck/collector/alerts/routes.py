@@ -2,9 +2,9 @@
 
 Both lists are cursor-paginated: pass the answer's `next` back as
 `after` (events, oldest first) or `before` (deliveries, newest first).
-The delivery log is an administrator's view; until the collector has an
-admin role (issue 13, roles) it takes an analyst token like the other
-fleet views.
+Events are a fleet view (analyst or admin token); the delivery log, which
+names the webhook and SIEM destinations, is an administrator's view
+(admin token).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from leakcheck.collector.alerts.events import TYPES
 from leakcheck.collector.alerts.store import AlertStore
-from leakcheck.collector.deps import AUTH_RESPONSES, analyst_principal
+from leakcheck.collector.deps import ADMIN_RESPONSES, AUTH_RESPONSES, admin_principal, analyst_principal
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], dependencies=[Depends(analyst_principal)],
                    responses=AUTH_RESPONSES)
@@ -35,7 +35,7 @@ def list_events(after: int = Query(0, ge=0, le=2**62, description="the `next` of
     return {"events": found, "next": found[-1]["seq"] if len(found) == limit else None}
 
 
-@router.get("/deliveries")
+@router.get("/deliveries", dependencies=[Depends(admin_principal)], responses=ADMIN_RESPONSES)
 def list_deliveries(before: Optional[int] = Query(None, ge=1, le=2**62, description="the `next` of the previous page"),
                     limit: int = Query(100, ge=1, le=1000),
                     sink: Optional[str] = Query(None, max_length=200),
