@@ -59,9 +59,10 @@ class PostureAutoconnectProbe(Probe):
             raise ProbeSkipped("no VPN configuration found (NetworkManager VPN profiles, wg-quick@ / "
                                "openvpn@ / openvpn-client@ / strongSwan units)" + (f"; not readable: {why}" if why else ""))
         if not automatic:
-            effect = Effect.WARN if ctx.config.get("posture", "require_autoconnect") else Effect.INFO
+            required = ctx.config.get("posture", "require_autoconnect")
+            effect = Effect.WARN if required else Effect.INFO
             return [self.finding(
-                "posture-autoconnect.manual", Severity.MEDIUM,
+                "posture-autoconnect.manual", Severity.MEDIUM if required else Severity.INFO,
                 f"The VPN does not start by itself: {manual[0]['reason']}.", {"manual": manual},
                 "Start the VPN automatically: set connection.autoconnect=yes on the VPN profile or list it in "
                 "connection.secondaries of each Wi-Fi/Ethernet profile (NetworkManager); enable its unit "

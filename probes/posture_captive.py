@@ -85,7 +85,7 @@ class PostureCaptiveProbe(Probe):
         else:
             why = "no network manager with a connectivity check (NetworkManager) was found"
         return self.finding(
-            "posture-captive.no-helper", Severity.LOW, f"No captive-portal helper: {why}.", evidence,
+            "posture-captive.no-helper", Severity.LOW if required else Severity.INFO, f"No captive-portal helper: {why}.", evidence,
             "Use NetworkManager with a connectivity check ([connectivity] uri=..., e.g. Debian's "
             "network-manager-config-connectivity-debian) and the desktop's portal helper, instead of users "
             "turning the VPN off to reach a portal.", Guidance.CAPTIVE_PORTAL,

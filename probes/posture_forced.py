@@ -102,9 +102,11 @@ class PostureForcedProbe(Probe):
         if clear:
             first = clear[0]
             families = sorted({FAMILY[e.destination.version] for e in clear})
-            effect = Effect.WARN if ctx.config.get("posture", "require_lockdown") else Effect.INFO
+            required = ctx.config.get("posture", "require_lockdown")
+            # Not required by policy (posture.require_lockdown = false): a note, as a split
+            # tunnel allowed by policy is, so it never reads as a high-severity problem.
             return self.finding(
-                "posture-forced.no-lockdown", Severity.HIGH,
+                "posture-forced.no-lockdown", Severity.HIGH if required else Severity.INFO,
                 f"{when}, {' and '.join(families)} traffic would leave in clear: "
                 f"to {first.destination} {first.describe()} (route {first.route.describe() if first.route else '?'}); "
                 "nothing blocks traffic outside the tunnel.",
@@ -112,7 +114,7 @@ class PostureForcedProbe(Probe):
                 "Add a kill switch / lockdown: a firewall rule (owned by the VPN client or loaded at boot) "
                 "that drops output leaving any interface but the tunnel, except to the VPN server and the "
                 "managed exceptions; or the client's 'block connections without VPN' setting.",
-                Guidance.FORCED, effect)
+                Guidance.FORCED, Effect.WARN if required else Effect.INFO)
         by = sorted({_blocked_by(e) for e in answers})
         return self.finding(
             "posture-forced.lockdown", Severity.INFO,
