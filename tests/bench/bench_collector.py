@@ -50,10 +50,13 @@ def database(kind: str, tmp: Path) -> str:
     return PG
 
 
-def report(device_id: str, when: datetime, leak: bool) -> dict:
+def report(device_id: str, when: datetime, leak: bool, seq: int | None = None) -> dict:
+    """One report; with `seq`, its evidence is unlike any other's, so the collector
+    stores it as a full row (a change), never as a heartbeat."""
     started = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    evidence: dict = {"resolver": "192.0.2.53", **({"seq": seq} if seq is not None else {})}
     finding = [{"id": "dns.resolver-outside-tunnel", "severity": "high", "summary": "DNS leaks.",
-                "evidence": {"resolver": "192.0.2.53"}, "recommendation": "Fix.", "guidance": "NCSC"}]
+                "evidence": evidence, "recommendation": "Fix.", "guidance": "NCSC"}]
     return {"schema": "leakcheck.report/1", "report_id": str(uuid.uuid4()), "agent_version": "0.1.0",
             "device": {"id": device_id, "hostname": device_id, "os": "linux", "os_version": "Debian 12"},
             "started_at": started, "finished_at": started, "trigger": "schedule",
@@ -225,13 +228,16 @@ def ingest_once(args: argparse.Namespace) -> tuple[float, float]:
                 headers={"Content-Type": "application/json"})
             tokens.append(json.loads(conn.getresponse().read())["token"])
         now = datetime.now(timezone.utc)
-        jobs = [(tokens[i % args.devices], json.dumps(report(f"bench-{i % args.devices}",
-                                                              now - timedelta(seconds=i), i % 7 == 0)).encode())
+        jobs = [(tokens[i % args.devices],
+                 json.dumps(report(f"bench-{i % args.devices}", now - timedelta(seconds=i),
+                                   True if args.all_changes else i % 7 == 0,
+                                   i if args.all_changes else None)).encode())
                 for i in range(args.count)]
         rate, failures = drive(args, port, jobs)
         clients = (f"{args.clients} sync client processes" if args.sync_clients else
                    f"{args.clients} client processes x {args.connections} connections")
-        print(f"ingest [{args.db}, {args.workers} worker(s), {clients}, {args.devices} devices]: "
+        print(f"ingest [{args.db}, {args.workers} worker(s), {clients}, {args.devices} devices"
+              f"{', every report a change (full rows)' if args.all_changes else ''}]: "
               f"{args.count} reports at {rate:.0f} reports/s ({failures} failed)", flush=True)
     finally:
         server.terminate()
@@ -389,6 +395,9 @@ def main() -> int:
     a.add_argument("--count", type=int, default=10000)
     a.add_argument("--runs", type=int, default=1, help="repeat, print every run and the median")
     a.add_argument("--alerts", action="store_true", help="with the alert dispatcher on (issue 13)")
+    a.add_argument("--all-changes", action="store_true",
+                   help="every report differs from its device's previous one: all full rows, no heartbeats "
+                        "(default: a device's state changes about every third report)")
     c = sub.add_parser("commit-cost")
     c.add_argument("--devices", type=int, default=200)
     c.add_argument("--count", type=int, default=4000)
