@@ -23,35 +23,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Iterator
 
 import pytest
 
 from tests.lab import strongswan as ss
 from tests.lab.reports import brief, finding, ids, probe, run
 from tests.lab.test_openvpn import ovpn_lab  # noqa: F401 - the OpenVPN client fixture
+from tests.lab.test_strongswan import initiator, responder  # noqa: F401 - the strongSwan fixtures
 from tests.lab.topology import Lab
 
 pytestmark = pytest.mark.lab
 
 POSTURE = ("--passive", "--probe", "posture-auth", "--probe", "posture-crypto", "--probe", "posture-updates")
 NCSC_POLICY = {"posture": {"allowed_auth": ["certificate"], "crypto_profile": "ncsc-prime"}}
-
-
-@pytest.fixture(scope="module")
-def responder(lab_session: Lab) -> Iterator[ss.Responder]:
-    gateway = ss.Responder(lab_session).start()
-    try:
-        yield gateway
-    finally:
-        gateway.stop()
-
-
-@pytest.fixture
-def initiator(lab: Lab, responder: ss.Responder, request: pytest.FixtureRequest) -> Iterator[Lab]:
-    charon = ss.connect(lab, responder, request.param)
-    yield lab
-    charon.stop()
 
 
 def strongswan_tunnel(report: dict, name: str) -> dict:
