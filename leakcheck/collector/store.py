@@ -540,19 +540,17 @@ class Store:
     def summary(self, now: float, interval_s: int, days: int) -> dict[str, Any]:
         stale_before = now - 2 * interval_s
         with self.engine.connect() as conn:
-            # One pass over the devices for verdicts, OSes and staleness (at
-            # 100,000 devices each pass is what the summary costs).
-            is_stale = case((or_(devices.c.last_started_at.is_(None), devices.c.last_started_at < stale_before),
-                             1), else_=0)
-            groups = conn.execute(select(devices.c.last_verdict, devices.c.os, func.count(), func.sum(is_stale))
-                                  .group_by(devices.c.last_verdict, devices.c.os)).all()
-            per_verdict_n: dict[str | None, int] = {}
-            per_os_n: dict[str, int] = {}
-            for verdict, os_name, n, n_stale in groups:
-                per_verdict_n[verdict] = per_verdict_n.get(verdict, 0) + int(n)
-                per_os_n[os_name] = per_os_n.get(os_name, 0) + int(n)
-            per_verdict, per_os = list(per_verdict_n.items()), list(per_os_n.items())
-            stale = sum(int(n_stale or 0) for *_, n_stale in groups)
+            # Verdicts are a closed set (the contract's): devices per verdict and
+            # stale devices come from one pass over devices without grouping; the
+            # per-OS counts from the (os) index alone.
+            is_stale = or_(devices.c.last_started_at.is_(None), devices.c.last_started_at < stale_before)
+            counted = conn.execute(select(
+                func.count(), func.sum(case((is_stale, 1), else_=0)),
+                func.sum(case((devices.c.last_verdict.is_(None), 1), else_=0)),
+                *(func.sum(case((devices.c.last_verdict == v, 1), else_=0)) for v in VERDICTS))).one()
+            per_verdict = [(v, n) for v, n in zip((None, *VERDICTS), counted[2:]) if n]
+            stale = counted[1]
+            per_os = conn.execute(select(devices.c.os, func.count()).group_by(devices.c.os)).all()
             per_finding = conn.execute(select(current_findings.c.finding_id, current_findings.c.probe,
                                               func.count()).group_by(current_findings.c.finding_id,
                                                                      current_findings.c.probe)
@@ -570,7 +568,7 @@ class Store:
         for day, verdict, count in trend:
             by_day.setdefault(day, {})[verdict] = int(count)
         return {
-            "devices": sum(int(n) for _, n in per_verdict),
+            "devices": int(counted[0]),
             "stale_devices": int(stale or 0),
             "devices_per_verdict": {(v or "none"): int(n) for v, n in per_verdict},
             "devices_per_finding": [dict(finding_id=f, probe=p, devices=int(n)) for f, p, n in per_finding],
