@@ -60,7 +60,7 @@ class Watch:
         self.config = config
         self.own_root = own_root if own_root is not None else os.getpid()
         self.own_packets = 0
-        self._own_cache: dict[int, bool] = {}
+        self._own_cache: dict[tuple[int, float], bool] = {}
         self.on_flow = on_flow or (lambda record, first: None)
         self.backend = backend
         self.update_every = update_every
@@ -194,17 +194,21 @@ class Watch:
                 self.on_flow(record, False)
 
     def _is_own(self, pid: int | None) -> bool:
-        """Is `pid` leakcheck's own: own_root or a descendant of it (cached: pids of
-        one run's probes repeat; a recycled pid is at worst looked up again)."""
+        """Is `pid` leakcheck's own: own_root or a descendant of it. Cached per
+        process (pid and start time), so a pid recycled by another program after a
+        check's worker exited is looked at afresh, never trusted from the cache."""
         if pid is None:
             return False
         if pid == self.own_root:
             return True
-        if pid not in self._own_cache:
+        key = process_key(pid)
+        if key is None:
+            return False
+        if key not in self._own_cache:
             if len(self._own_cache) > 4096:
                 self._own_cache.clear()
-            self._own_cache[pid] = self.own_root in ancestors(pid)
-        return self._own_cache[pid]
+            self._own_cache[key] = self.own_root in ancestors(pid)
+        return self._own_cache[key]
 
     def records(self) -> list[FlowRecord]:
         return list(self.table.records.values())
@@ -216,6 +220,15 @@ class Watch:
         netwatch, self._netwatch = self._netwatch, None
         if netwatch is not None:
             netwatch.close()
+
+
+def process_key(pid: int) -> tuple[int, float] | None:
+    """(pid, start time): one process, even after its pid is reused; None when gone."""
+    import psutil
+    try:
+        return pid, psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
 
 
 def ancestors(pid: int) -> list[int]:
